@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from drimbox.errors import ConfigError
@@ -31,7 +31,17 @@ __all__ = [
 ]
 
 Port = Annotated[int, Field(ge=1, le=65535)]
-AETitle = Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[\x20-\x5b\x5d-\x7e]*[^ ][\x20-\x5b\x5d-\x7e]*$")]
+
+
+def _check_aet(value: str) -> str:
+    if not 1 <= len(value) <= 16 or not value.strip(" "):
+        raise ValueError("an AE title has 1 to 16 characters and is not all spaces")
+    if any(not 0x20 <= ord(ch) <= 0x7E or ch == "\\" for ch in value):
+        raise ValueError("an AE title has printable ASCII characters only, no backslash")
+    return value
+
+
+AETitle = Annotated[str, AfterValidator(_check_aet)]
 """An AE title: 1-16 characters of the DICOM default repertoire, no backslash, not all spaces."""
 
 

@@ -1,0 +1,18 @@
+"""Authentication, authorisation and (later) trust list and audit of the node."""
+
+from drimbox.trust.deps import DEV_PRINCIPAL, Authenticated, authenticate, require_protected_routes
+from drimbox.trust.principal import Principal, PrincipalKind
+from drimbox.trust.tokens import JwtVerifier, TokenVerifier, load_public_key, mint_token
+
+__all__ = [
+    "DEV_PRINCIPAL",
+    "Authenticated",
+    "JwtVerifier",
+    "Principal",
+    "PrincipalKind",
+    "TokenVerifier",
+    "authenticate",
+    "load_public_key",
+    "mint_token",
+    "require_protected_routes",
+]

@@ -1,0 +1,122 @@
+"""Assembly of the node's two HTTP faces.
+
+* the **site face** (``create_site_app``): the site's own users and viewer — DICOMweb over the local
+  PACS, operator API;
+* the **network face** (``create_network_app``): served over mutual TLS to trust-listed peers, and
+  narrower (manifest-scoped WADO-RS only, see DESIGN §2b).
+
+Both go through the one authentication dependency (:mod:`drimbox.trust.deps`); assembly fails when a
+route is not protected, apart from the liveness probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
+
+from drimbox import __version__
+from drimbox.http_errors import install_error_handlers
+from drimbox.trust import Authenticated, TokenVerifier, require_protected_routes
+
+__all__ = ["PUBLIC_PATHS", "PacsProbe", "create_network_app", "create_site_app"]
+
+PUBLIC_PATHS = frozenset({"/healthz"})
+"""Paths that answer without authentication: liveness only, no data."""
+
+
+class PacsProbe(Protocol):
+    """What the operator API needs of the PACS bridge."""
+
+    def echo(self) -> None:
+        """C-ECHO the site's PACS; raise a PacsError when it does not answer."""
+        ...
+
+
+class Health(BaseModel):
+    status: str
+    node: str
+    version: str
+
+
+class WhoAmI(BaseModel):
+    subject: str
+    kind: str
+    rpps: str | None
+    role: str | None
+
+
+class EchoResult(BaseModel):
+    pacs: str
+    status: str
+
+
+def _health_router(node_name: str) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz", response_model=Health, tags=["operations"])
+    def healthz() -> Health:
+        """Liveness: the process answers (no dependency checked, no data returned)."""
+        return Health(status="ok", node=node_name, version=__version__)
+
+    return router
+
+
+def _identity_router() -> APIRouter:
+    router = APIRouter(prefix="/api", tags=["identity"])
+
+    @router.get("/whoami", response_model=WhoAmI)
+    def whoami(principal: Authenticated) -> WhoAmI:
+        """The caller as the node sees it."""
+        return WhoAmI(subject=principal.subject, kind=principal.kind, rpps=principal.rpps, role=principal.role)
+
+    return router
+
+
+def _pacs_router(pacs: PacsProbe, pacs_label: str) -> APIRouter:
+    router = APIRouter(prefix="/api/pacs", tags=["pacs"])
+
+    @router.post("/echo", response_model=EchoResult)
+    async def echo(principal: Authenticated) -> EchoResult:
+        """C-ECHO the site's PACS (verifies the DIMSE link end to end)."""
+        await asyncio.to_thread(pacs.echo)
+        return EchoResult(pacs=pacs_label, status="ok")
+
+    return router
+
+
+def _new_app(title: str, verifier: TokenVerifier | None) -> FastAPI:
+    app = FastAPI(title=title, version=__version__)
+    app.state.token_verifier = verifier
+    install_error_handlers(app)
+    return app
+
+
+def create_site_app(
+    *, node_name: str, verifier: TokenVerifier | None, pacs: PacsProbe, pacs_label: str,
+    extra_routers: tuple[APIRouter, ...] = (),
+) -> FastAPI:
+    """The site-facing app. ``verifier=None`` is dev mode (every caller is the developer)."""
+    app = _new_app(f"DRIM-M node {node_name} (site)", verifier)
+    app.include_router(_health_router(node_name))
+    app.include_router(_identity_router())
+    app.include_router(_pacs_router(pacs, pacs_label))
+    for router in extra_routers:
+        app.include_router(router)
+    require_protected_routes(app, public=PUBLIC_PATHS)
+    return app
+
+
+def create_network_app(
+    *, node_name: str, verifier: TokenVerifier | None, extra_routers: tuple[APIRouter, ...] = ()
+) -> FastAPI:
+    """The network-facing app (mutual TLS is enforced by the server that runs it)."""
+    app = _new_app(f"DRIM-M node {node_name} (network)", verifier)
+    app.include_router(_health_router(node_name))
+    app.include_router(_identity_router())
+    for router in extra_routers:
+        app.include_router(router)
+    require_protected_routes(app, public=PUBLIC_PATHS)
+    return app
