@@ -20,6 +20,7 @@ from drimbox.errors import ConfigError
 __all__ = [
     "AuthSettings",
     "DimseSettings",
+    "Hl7Settings",
     "HttpSettings",
     "LocalAE",
     "NodeSettings",
@@ -119,6 +120,13 @@ class AuthSettings(_Strict):
     """Accept any request as a fixed developer identity. Loud in the logs; refused together with TLS."""
 
 
+class Hl7Settings(_Strict):
+    """The MLLP listener that receives reports from the RIS."""
+
+    host: str = "127.0.0.1"
+    port: Port = 2575
+
+
 class RegistryClientSettings(_Strict):
     """Where the national registry (XDS.b) is."""
 
@@ -155,6 +163,7 @@ class NodeSettings(BaseSettings):
     http: HttpSettings = HttpSettings()
     tls: TlsSettings = TlsSettings()
     auth: AuthSettings = AuthSettings()
+    hl7: Hl7Settings = Hl7Settings()
     registry: RegistryClientSettings = RegistryClientSettings()
     storage: StorageSettings = StorageSettings()
     log_format: Literal["console", "json"] = "console"

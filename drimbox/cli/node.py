@@ -1,0 +1,31 @@
+"""``drimbox serve`` and ``drimbox config check``: run a node, or validate its settings."""
+
+from __future__ import annotations
+
+import typer
+
+from drimbox.cli.common import ConfigOption, load_node_settings, out_console
+
+__all__ = ["config_app", "register"]
+
+config_app = typer.Typer(help="Inspect a node's settings.", no_args_is_help=True)
+
+
+@config_app.command("check")
+def check(config: ConfigOption) -> None:
+    """Validate a settings file; print the effective settings."""
+    settings = load_node_settings(config)
+    out_console.print_json(settings.model_dump_json())
+
+
+def serve(config: ConfigOption) -> None:
+    """Run the node (DIMSE SCP, site face, network face) until interrupted."""
+    from drimbox.node import run_node  # the server stack is only imported by the commands that run it
+
+    run_node(load_node_settings(config))
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the root app."""
+    app.command("serve")(serve)
+    app.add_typer(config_app, name="config")

@@ -1,0 +1,251 @@
+"""The demo network: a registry and two sites, each a real Orthanc PACS plus a node, on loopback.
+
+Used by ``drimbox demo`` and by end-to-end tests. Every site gets its own loopback address (site-a
+127.0.0.2, site-b 127.0.0.3, registry 127.0.0.4) so that checks by host are real; a local test CA in
+``WORKDIR/pki`` issues every certificate; ``WORKDIR/endpoints.json`` describes the running network
+for other tools (the contract of DESIGN §5 — keep its shape).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import tomli_w
+
+from drimbox.devnet.orthanc import OrthancProcess
+from drimbox.devnet.pki import TestCA
+from drimbox.devnet.ports import free_port
+from drimbox.devnet.process import ChildProcess, DevnetError, stop_all, tail
+
+__all__ = ["DEMO_AUDIENCE", "DEMO_ISSUER", "DemoNetwork", "SitePlan"]
+
+DEMO_ISSUER = "urn:drimbox:demo:idp"
+DEMO_AUDIENCE = "drimbox"
+REGISTRY_ADDRESS = "127.0.0.4"
+_READY_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SitePlan:
+    """Where one site's services listen."""
+
+    name: str
+    address: str
+    node_aet: str
+    pacs_aet: str
+    http_port: int
+    network_port: int
+    dimse_port: int
+    hl7_port: int
+    pacs_http_port: int
+    pacs_dicom_port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.address}:{self.http_port}"
+
+    @property
+    def network_url(self) -> str:
+        return f"https://{self.address}:{self.network_port}"
+
+
+def _plan_sites(base_port: int | None) -> tuple[list[SitePlan], int]:
+    """Ports: ``base_port`` + fixed offsets when given (registry at base), else free ports."""
+    def port(address: str, offset: int) -> int:
+        return base_port + offset if base_port is not None else free_port(address)
+
+    sites = []
+    for index, (name, address) in enumerate((("site-a", "127.0.0.2"), ("site-b", "127.0.0.3"))):
+        first = 10 * (index + 1)
+        letter = name[-1].upper()
+        sites.append(SitePlan(
+            name=name, address=address, node_aet=f"DRIMBOX_{letter}", pacs_aet=f"PACS_{letter}",
+            http_port=port(address, first), network_port=port(address, first + 1),
+            dimse_port=port(address, first + 2), hl7_port=port(address, first + 3),
+            pacs_http_port=port("0.0.0.0", first + 4), pacs_dicom_port=port("0.0.0.0", first + 5),
+        ))
+    return sites, port(REGISTRY_ADDRESS, 0)
+
+
+def _drimbox_command() -> list[str]:
+    """How to call this same installation's ``drimbox`` from another process."""
+    script = Path(sys.executable).with_name("drimbox")
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("drimbox")
+    return [found] if found else [sys.executable, "-m", "drimbox"]
+
+
+class DemoNetwork:
+    """Start, describe and stop the whole demo network in ``workdir``."""
+
+    def __init__(self, workdir: Path, *, base_port: int | None = None,
+                 progress: Callable[[str], None] = lambda _: None) -> None:
+        self.workdir = workdir.resolve()
+        self.sites, self.registry_port = _plan_sites(base_port)
+        self._progress = progress
+        self._orthancs: dict[str, OrthancProcess] = {}
+        self._children: list[ChildProcess] = []
+        self.ca: TestCA | None = None
+
+    # -- start ------------------------------------------------------------------------------------
+
+    def start(self) -> dict[str, Any]:
+        """Start every part, wait until each answers, write and return ``endpoints.json``."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._make_pki()
+            self._start_registry()
+            for site in self.sites:
+                self._start_site(site)
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        endpoints = self.endpoints()
+        (self.workdir / "endpoints.json").write_text(json.dumps(endpoints, indent=2) + "\n")
+        return endpoints
+
+    def _make_pki(self) -> None:
+        self._progress("test CA and certificates")
+        pki = self.workdir / "pki"
+        self.ca = TestCA.create(pki)
+        for site in self.sites:
+            self.ca.issue(site.name, hosts=[site.address, f"{site.name}.localhost", "localhost"])
+        self.ca.issue("registry", hosts=[REGISTRY_ADDRESS, "registry.localhost", "localhost"])
+        self.ca.issue("tool", hosts=["127.0.0.1"], server=False)
+        self.ca.issue_signing_key("idp")
+        idp = {"issuer": DEMO_ISSUER, "audience": DEMO_AUDIENCE, "signing_key": str(pki / "idp.key"),
+               "public_key": str(pki / "idp.pub.pem")}
+        (self.workdir / "idp.json").write_text(json.dumps(idp, indent=2) + "\n")
+
+    def _spawn(self, name: str, argv: list[str]) -> ChildProcess:
+        logs = self.workdir / "logs"
+        logs.mkdir(exist_ok=True)
+        child = ChildProcess(argv, log_path=logs / f"{name}.log", cwd=self.workdir, env={"PYTHONUNBUFFERED": "1"})
+        self._children.append(child)
+        return child
+
+    def _start_registry(self) -> None:
+        self._progress(f"registry on {REGISTRY_ADDRESS}:{self.registry_port}")
+        self._spawn("registry", [*_drimbox_command(), "registry", "serve", "--host", REGISTRY_ADDRESS,
+                                 "--port", str(self.registry_port), "--data-dir", str(self.workdir / "registry")])
+
+    def _start_site(self, site: SitePlan) -> None:
+        self._progress(f"{site.name}: Orthanc PACS {site.pacs_aet} and node {site.node_aet} on {site.address}")
+        site_dir = self.workdir / site.name
+        orthanc = OrthancProcess(
+            site_dir / "pacs", aet=site.pacs_aet, host="127.0.0.1", http_port=site.pacs_http_port,
+            dicom_port=site.pacs_dicom_port, name=f"{site.name} PACS",
+            modalities={"drimbox": (site.node_aet, site.address, site.dimse_port)},
+        )
+        self._orthancs[site.name] = orthanc
+        orthanc.start()
+        config = self._write_node_config(site, orthanc)
+        self._spawn(f"{site.name}-node", [*_drimbox_command(), "serve", "--config", str(config)])
+
+    def _write_node_config(self, site: SitePlan, orthanc: OrthancProcess) -> Path:
+        pki = self.workdir / "pki"
+        site_dir = self.workdir / site.name
+        settings = {
+            "name": site.name,
+            "local": {"aet": site.node_aet, "host": site.address, "port": site.dimse_port},
+            "pacs": {"aet": orthanc.aet, "host": orthanc.dicom_host, "port": orthanc.dicom_port,
+                     "rest_url": orthanc.http_url},
+            "http": {"host": site.address, "port": site.http_port, "network_host": site.address,
+                     "network_port": site.network_port, "public_network_url": site.network_url},
+            "hl7": {"host": site.address, "port": site.hl7_port},
+            "tls": {"ca_file": str(pki / "ca.pem"), "cert_file": str(pki / f"{site.name}.pem"),
+                    "key_file": str(pki / f"{site.name}.key")},
+            "auth": {"issuer": DEMO_ISSUER, "audience": DEMO_AUDIENCE, "public_key_file": str(pki / "idp.pub.pem")},
+            "registry": {"base_url": self.registry_url},
+            "storage": {"data_dir": str(site_dir / "node-data")},
+        }
+        path = site_dir / "node.toml"
+        path.write_text(tomli_w.dumps(settings))
+        return path
+
+    def _wait_ready(self) -> None:
+        urls = [f"{self.registry_url}/healthz", *(f"{s.base_url}/healthz" for s in self.sites)]
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        with httpx.Client(timeout=2.0) as client:
+            for url in urls:
+                while True:
+                    self._check_children()
+                    try:
+                        if client.get(url).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise DevnetError(f"{url} did not answer within {_READY_TIMEOUT_S:.0f} s")
+                    time.sleep(0.1)
+        self._progress("every service answers")
+
+    def _check_children(self) -> None:
+        for child in self._children:
+            if child.poll() is not None:
+                raise DevnetError(f"{' '.join(child.argv[-4:])} exited with status {child.poll()}:\n"
+                                  f"{tail(child.log_path)}")
+
+    # -- description ------------------------------------------------------------------------------
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://{REGISTRY_ADDRESS}:{self.registry_port}"
+
+    def orthanc(self, site: str) -> OrthancProcess:
+        """The PACS of ``site``."""
+        return self._orthancs[site]
+
+    def node_config(self, site: str) -> Path:
+        """The settings file the node of ``site`` runs with."""
+        return self.workdir / site / "node.toml"
+
+    def endpoints(self) -> dict[str, Any]:
+        """The ``endpoints.json`` contract (DESIGN §5)."""
+        pki = self.workdir / "pki"
+        registry = self.registry_url
+        nodes = []
+        for site in self.sites:
+            orthanc = self._orthancs[site.name]
+            nodes.append({
+                "name": site.name,
+                "base_url": site.base_url,
+                "dicomweb": f"{site.base_url}/dicom-web",
+                "network_dicomweb": f"{site.network_url}/dicom-web",
+                "viewer": f"{site.base_url}/",
+                "dimse": {"aet": site.node_aet, "host": site.address, "port": site.dimse_port},
+                "hl7": {"host": site.address, "port": site.hl7_port},
+                "config": str(self.node_config(site.name)),
+                "pacs": {"aet": orthanc.aet, "host": orthanc.dicom_host, "port": orthanc.dicom_port,
+                         "rest": orthanc.http_url},
+            })
+        return {
+            "registry": {"base_url": registry, "xds_registry": f"{registry}/xds/registry",
+                         "xds_repository": f"{registry}/xds/repository", "fhir": f"{registry}/fhir",
+                         "whitelist": f"{registry}/whitelist"},
+            "nodes": nodes,
+            "tls": {"ca": str(pki / "ca.pem"), "client_cert": str(pki / "tool.pem"),
+                    "client_key": str(pki / "tool.key")},
+            "token_command": [*_drimbox_command(), "dev-token", "--workdir", str(self.workdir)],
+        }
+
+    # -- stop -------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop every child (nodes first, so they stop using their PACS), in parallel per tier."""
+        stop_all(self._children)
+        self._children.clear()
+        for orthanc in self._orthancs.values():
+            orthanc.terminate()
+        for orthanc in self._orthancs.values():
+            orthanc.wait()

@@ -1,0 +1,120 @@
+"""One node process: the DIMSE SCP, the site face (HTTP) and the network face (HTTPS, mutual TLS).
+
+:class:`Node` wires the parts from the settings; :func:`run_node` runs them until SIGINT/SIGTERM and
+stops them in the reverse order (the SCP stops accepting before the HTTP servers drain).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import ssl
+from collections.abc import Iterator
+
+import structlog
+import uvicorn
+
+from drimbox.app import create_network_app, create_site_app
+from drimbox.config import NodeSettings
+from drimbox.errors import ConfigError
+from drimbox.pacs import MoveMediator, NodeScp, PacsClient
+from drimbox.trust import JwtVerifier, TokenVerifier
+
+__all__ = ["Node", "build_verifier", "run_node"]
+
+log = structlog.get_logger(__name__)
+
+
+def build_verifier(settings: NodeSettings) -> TokenVerifier | None:
+    """The token verifier, or ``None`` in the explicit (and loudly logged) dev mode."""
+    if settings.auth.dev_mode:
+        if settings.tls.cert_file is not None:
+            raise ConfigError("auth.dev_mode: refused while TLS is configured (tls.cert_file)", key="auth.dev_mode")
+        log.warning("DEV MODE: authentication is OFF, every caller is treated as the developer",
+                    node=settings.name)
+        return None
+    return JwtVerifier.from_settings(settings.auth)
+
+
+class Node:
+    """The parts of one node, built from its settings (nothing runs until :meth:`start`)."""
+
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        self.verifier = build_verifier(settings)
+        self.mediator = MoveMediator(quarantine_dir=settings.storage.quarantine_dir,
+                                     straggler_timeout_s=settings.dimse.move_quarantine_s)
+        self.pacs = PacsClient(local=settings.local, remote=settings.pacs, dimse=settings.dimse,
+                               mediator=self.mediator)
+        self.scp = NodeScp(local=settings.local, dimse=settings.dimse, storage=settings.storage,
+                           mediator=self.mediator)
+        label = f"{settings.pacs.aet}@{settings.pacs.host}:{settings.pacs.port}"
+        self.site_app = create_site_app(node_name=settings.name, verifier=self.verifier, pacs=self.pacs,
+                                        pacs_label=label)
+        self.network_app = create_network_app(node_name=settings.name, verifier=self.verifier)
+
+    def start(self) -> None:
+        """Start the DIMSE SCP."""
+        for directory in (self.settings.storage.incoming_dir, self.settings.storage.quarantine_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.scp.start()
+
+    def stop(self) -> None:
+        """Stop accepting associations, then release pooled associations."""
+        self.scp.stop()
+        self.pacs.close()
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to :func:`run_node` (two servers share one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _network_server_config(node: Node) -> uvicorn.Config | None:
+    tls = node.settings.tls
+    if tls.cert_file is None or tls.key_file is None or tls.ca_file is None:
+        log.warning("network face disabled: tls.cert_file, tls.key_file and tls.ca_file are required for mutual TLS")
+        return None
+    return uvicorn.Config(
+        node.network_app, host=node.settings.http.network_host, port=node.settings.http.network_port,
+        ssl_certfile=str(tls.cert_file), ssl_keyfile=str(tls.key_file), ssl_ca_certs=str(tls.ca_file),
+        ssl_cert_reqs=ssl.CERT_REQUIRED, log_config=None, access_log=False, lifespan="off",
+    )
+
+
+async def _serve(node: Node) -> None:
+    http = node.settings.http
+    configs = [uvicorn.Config(node.site_app, host=http.host, port=http.port, log_config=None,
+                              access_log=False, lifespan="off")]
+    network = _network_server_config(node)
+    if network is not None:
+        configs.append(network)
+    servers = [_Server(c) for c in configs]
+    loop = asyncio.get_running_loop()
+
+    def request_exit() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, request_exit)
+    await asyncio.gather(*(s.serve() for s in servers))
+
+
+def run_node(settings: NodeSettings) -> None:
+    """Run a node until SIGINT/SIGTERM."""
+    node = Node(settings)
+    node.start()
+    local = settings.local
+    log.info("node started", node=settings.name, scp=f"{local.aet}@{local.host}:{local.port}",
+             site=f"http://{settings.http.host}:{settings.http.port}",
+             network=f"https://{settings.http.network_host}:{settings.http.network_port}")
+    try:
+        asyncio.run(_serve(node))
+    finally:
+        node.stop()
+        log.info("node stopped", node=settings.name)
