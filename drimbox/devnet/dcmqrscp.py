@@ -3,12 +3,23 @@
 dcmqrscp only implements the standard hierarchical query model: a query below the study level
 without the unique keys of the levels above (e.g. IMAGE level without SeriesInstanceUID) fails
 instead of being "helpfully" answered as Orthanc does. It is there to catch clients that rely on
-extended negotiation they did not ask for.
+relational queries they did not negotiate. With ``--check-find`` (used here) it also refuses keys
+of a lower level than the query level -- e.g. a STUDY query carrying Modality (0008,0060) instead of
+ModalitiesInStudy fails with 0xA900 -- where it would otherwise fail with 0xC001 or ignore them.
 
 Loading is done with ``dcmqridx`` (one process for a whole batch, no network, ~ms per file): each
 file is hard-linked (copied across file systems) into the storage area first, because dcmqrscp's
 quota system deletes the files of the oldest study when a C-STORE overflows it, and it must never
 delete a caller's files. dcmqridx itself runs with the quota system off.
+
+Transfer syntaxes: dcmqrscp registers no codecs, so it can only convert between the uncompressed
+syntaxes. With its default negotiation (used here) it accepts, for every storage SOP class, C-STORE
+and the C-GET storage sub-operations in explicit little/big endian and implicit little endian.
+An association-profile file (``-xf``) does not help: it allows 128 presentation contexts at most and
+one transfer syntax per SOP class is chosen per association, so a compressed file is sent only if
+the peer happened to accept exactly its syntax. :meth:`DcmqrscpProcess.load` therefore refuses
+compressed files up front, with a clear message, instead of letting a later C-GET fail with
+"Refused: OutOfResourcesSubOperations".
 
 Binding: dcmqrscp 3.6.7 has no option for its listening address; it binds 0.0.0.0 (like Orthanc).
 ``host`` is the address advertised to clients.
@@ -26,6 +37,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from pydicom.filereader import read_file_meta_info
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
 from drimbox.config import RemoteAE
 from drimbox.devnet.dcmtk import dcmtk_env, dcmtk_tool
 from drimbox.devnet.errors import DevnetError
@@ -38,6 +52,7 @@ _MAX_PDU = 131072  # dcmqrscp's upper bound: fewer PDUs per image
 _MAX_STUDIES = 500  # DB_UpperMaxStudies: dcmqrscp refuses larger quotas
 _MAX_STUDY_SIZE = "1024mb"  # DB_UpperMaxBytesPerStudy (1 GiB)
 _INDEX_BATCH = 500  # files per dcmqridx call, to stay well under the argv limit
+_UNCOMPRESSED = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian})
 
 
 class DcmqrscpProcess:
@@ -240,11 +255,18 @@ class DcmqrscpProcess:
     def load(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Index DICOM files into the archive (``dcmqridx``); returns how many were given.
 
-        Works while dcmqrscp runs: both use the index file's lock. Files are hard-linked into the
-        storage area first (see module doc), so callers may delete or reuse theirs afterwards.
+        Only uncompressed transfer syntaxes are accepted (see module doc). Works while dcmqrscp
+        runs: both use the index file's lock. Files are hard-linked into the storage area first
+        (see module doc), so callers may delete or reuse theirs afterwards.
         """
         linked: list[str] = []
         for path in paths:
+            syntax = read_file_meta_info(path).get("TransferSyntaxUID")
+            if syntax not in _UNCOMPRESSED:
+                raise DevnetError(
+                    f"{path}: transfer syntax {syntax} cannot be served by dcmqrscp (no codecs); "
+                    "load uncompressed files only"
+                )
             target = self.storage_dir / f"{uuid.uuid4().hex}.dcm"
             try:
                 os.link(path, target)

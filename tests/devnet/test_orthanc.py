@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,9 @@ from drimbox.devnet.dcmtk import dcmtk_env, dcmtk_tool
 from drimbox.devnet.errors import DevnetError
 from drimbox.devnet.orthanc import OrthancProcess
 from drimbox.devnet.ports import free_port, wait_for_port
-from tests.conftest import DicomFactory
+
+DicomFactory = Callable[..., tuple[list[Path], str, str]]
+"""The ``tiny_dicom`` fixture: count -> (paths, study UID, series UID)."""
 
 
 def _alive(pid: int) -> bool:
@@ -36,37 +39,28 @@ def _echo(aet: str, port: int, calling: str = "DCMTK", host: str = "127.0.0.1") 
 
 
 def test_start_ready_stop_leaves_nothing(tmp_path: Path) -> None:
+    # One process for life cycle and generated configuration: each Orthanc stop costs 2.5-5 s.
     started = time.monotonic()
-    orthanc = OrthancProcess(tmp_path / "o", aet="LIFECYCLE").start()
-    startup = time.monotonic() - started
-    pid = orthanc.pid
-    assert pid is not None
-    try:
+    with OrthancProcess(
+        tmp_path / "o", aet="LIFECYCLE", dicomweb_servers={"peer": "http://127.0.0.3:1/dicom-web/"}
+    ) as orthanc:
+        startup = time.monotonic() - started
+        pid = orthanc.pid
+        assert pid is not None
         system = httpx.get(f"{orthanc.http_url}/system", trust_env=False).json()
         assert system["DicomAet"] == "LIFECYCLE"
         assert system["DicomPort"] == orthanc.dicom_port
         assert startup < 10
-    finally:
-        orthanc.stop()
-    assert orthanc.pid is None
-    assert not _alive(pid)
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"{orthanc.http_url}/system", trust_env=False, timeout=1)
-
-
-def test_context_manager_and_generated_config(tmp_path: Path) -> None:
-    with OrthancProcess(
-        tmp_path / "o", aet="CFG", dicomweb_servers={"peer": "http://127.0.0.3:1/dicom-web/"}
-    ) as orthanc:
-        pid = orthanc.pid
         config = json.loads(orthanc.config_path.read_text())
         assert config["DicomCheckCalledAet"] is True
         assert config["DefaultEncoding"] == "Utf8"
         assert config["OverwriteInstances"] is True
         assert config["DicomWeb"]["Servers"] == {"peer": ["http://127.0.0.3:1/dicom-web/"]}
-        servers = httpx.get(f"{orthanc.dicomweb_url}/servers", trust_env=False).json()
-        assert servers == ["peer"]
-    assert pid is not None and not _alive(pid)
+        assert httpx.get(f"{orthanc.dicomweb_url}/servers", trust_env=False).json() == ["peer"]
+    assert orthanc.pid is None
+    assert not _alive(pid)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{orthanc.http_url}/system", trust_env=False, timeout=1)
 
 
 def test_early_exit_raises_with_log_tail(tmp_path: Path) -> None:
