@@ -7,9 +7,11 @@ tests), collect output in a log file, stop with SIGTERM and fall back to SIGKILL
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -18,6 +20,18 @@ from drimbox.devnet.dcmtk import dcmtk_env
 from drimbox.devnet.errors import DevnetError  # re-exported: callers catch it with ChildProcess
 
 __all__ = ["ChildProcess", "DevnetError", "stop_all", "tail"]
+
+_PR_SET_PDEATHSIG = 1
+# Resolved in the parent: the pre-exec hook runs between fork and exec, where loading libraries
+# (dlopen) is unsafe in a multi-threaded parent.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
+
+
+def _die_with_parent() -> None:
+    # If the test runner is SIGKILLed (CI timeout, OOM) no fixture teardown runs; without this the
+    # servers, each in its own session, would outlive it and keep their ports.
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def tail(path: Path, lines: int = 40) -> str:
@@ -30,9 +44,22 @@ def tail(path: Path, lines: int = 40) -> str:
 
 
 class ChildProcess:
-    """A server subprocess in its own process group, with its output in ``log_path``."""
+    """A server subprocess in its own process group, with its output in ``log_path``.
 
-    def __init__(self, argv: Sequence[str], *, log_path: Path, cwd: Path, env: Mapping[str, str] | None = None):
+    With ``die_with_parent`` (Linux), the server gets SIGTERM when the parent dies, even by SIGKILL.
+    The kernel ties this to the *thread* that spawned it: create servers from a thread that lives as
+    long as they should (the main thread, normally), or pass ``die_with_parent=False``.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        log_path: Path,
+        cwd: Path,
+        env: Mapping[str, str] | None = None,
+        die_with_parent: bool = True,
+    ) -> None:
         self.argv = list(argv)
         self.log_path = log_path
         self._log = log_path.open("ab")
@@ -46,6 +73,7 @@ class ChildProcess:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=_die_with_parent if die_with_parent else None,
             )
         except BaseException:
             self._log.close()

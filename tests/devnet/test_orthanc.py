@@ -11,6 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
 from drimbox.config import LocalAE
 from drimbox.devnet.dcmtk import dcmtk_env, dcmtk_tool
@@ -42,7 +45,11 @@ def test_start_ready_stop_leaves_nothing(tmp_path: Path) -> None:
     # One process for life cycle and generated configuration: each Orthanc stop costs 2.5-5 s.
     started = time.monotonic()
     with OrthancProcess(
-        tmp_path / "o", aet="LIFECYCLE", dicomweb_servers={"peer": "http://127.0.0.3:1/dicom-web/"}
+        tmp_path / "o",
+        aet="LIFECYCLE",
+        dicomweb_servers={"peer": "http://127.0.0.3:1/dicom-web/"},
+        modalities={"node": ("NODE", "127.0.0.2", 11112)},
+        check_modality_host=True,
     ) as orthanc:
         startup = time.monotonic() - started
         pid = orthanc.pid
@@ -57,10 +64,36 @@ def test_start_ready_stop_leaves_nothing(tmp_path: Path) -> None:
         assert config["OverwriteInstances"] is True
         assert config["DicomWeb"]["Servers"] == {"peer": ["http://127.0.0.3:1/dicom-web/"]}
         assert httpx.get(f"{orthanc.dicomweb_url}/servers", trust_env=False).json() == ["peer"]
+        # check_modality_host: a declared AET must call from its declared address. An unbound
+        # client's source is 127.0.0.1 whatever loopback address it dials; binding fixes that.
+        assert not _can_find(orthanc, "NODE", bind=None)
+        assert _can_find(orthanc, "NODE", bind="127.0.0.2")
     assert orthanc.pid is None
     assert not _alive(pid)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{orthanc.http_url}/system", trust_env=False, timeout=1)
+
+
+def _can_find(orthanc: OrthancProcess, calling: str, bind: str | None) -> bool:
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate(
+        orthanc.dicom_host,
+        orthanc.dicom_port,
+        ae_title=orthanc.aet,
+        bind_address=(bind, 0) if bind else None,
+    )
+    if not assoc.is_established:
+        return False
+    try:
+        query = Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = ""
+        # An empty status dataset means no response at all (Orthanc aborted the association).
+        responses = assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind)
+        return [status.get("Status") for status, _ in responses] == [0x0000]
+    finally:
+        assoc.release()
 
 
 def test_early_exit_raises_with_log_tail(tmp_path: Path) -> None:
