@@ -6,6 +6,7 @@ responses, the DIMSE SCP into failure statuses)::
 
     DrimboxError
     ├── ConfigError                 bad or missing settings (names the key)
+    ├── InvalidQuery                a C-FIND/retrieve request the node refuses to send (unknown keyword, …)
     ├── PacsError                   anything that went wrong talking to a DICOM peer
     │   ├── AssociationRejected     the peer refused the association (reason given)
     │   ├── AssociationAborted      the association was aborted mid-operation
@@ -13,6 +14,7 @@ responses, the DIMSE SCP into failure statuses)::
     │   ├── PacsTimeout             ACSE, DIMSE or network timeout elapsed
     │   ├── NoAcceptableContext     the peer accepted none of the contexts an operation needs
     │   ├── DimseFailure            the peer answered a failure status (status kept)
+    │   ├── StudyNotFound           the peer has no study with the requested Study Instance UID
     │   └── RetrieveIncomplete      a C-GET/C-MOVE ended with failed or missing sub-operations
     └── AuthError                   the request is not authenticated or not authorised
         ├── Unauthenticated         no, invalid or expired credentials (HTTP 401)
@@ -29,11 +31,13 @@ __all__ = [
     "DimseFailure",
     "DrimboxError",
     "Forbidden",
+    "InvalidQuery",
     "NoAcceptableContext",
     "PacsError",
     "PacsTimeout",
     "PacsUnreachable",
     "RetrieveIncomplete",
+    "StudyNotFound",
     "Unauthenticated",
 ]
 
@@ -48,6 +52,13 @@ class ConfigError(DrimboxError):
     def __init__(self, message: str, *, key: str | None = None) -> None:
         super().__init__(message)
         self.key = key
+
+
+class InvalidQuery(DrimboxError, ValueError):
+    """A query or retrieve request is malformed: unknown keyword, bad matching value, broken hierarchy.
+
+    Raised before anything is sent, so it is the caller's error (HTTP 400), not the peer's.
+    """
 
 
 class PacsError(DrimboxError):
@@ -80,6 +91,14 @@ class DimseFailure(PacsError):
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class StudyNotFound(PacsError):
+    """The peer answered a STUDY-level C-FIND for one Study Instance UID with no match."""
+
+    def __init__(self, message: str, *, study_instance_uid: str) -> None:
+        super().__init__(message)
+        self.study_instance_uid = study_instance_uid
 
 
 class RetrieveIncomplete(PacsError):

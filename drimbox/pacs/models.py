@@ -13,7 +13,15 @@ from pathlib import Path
 
 from pydicom import Dataset
 
-__all__ = ["InstanceInfo", "QueryLevel", "RetrievedInstance", "SeriesInfo", "StudyInfo"]
+__all__ = [
+    "InstanceInfo",
+    "QueryLevel",
+    "RetrievedInstance",
+    "SeriesInfo",
+    "StoreFailure",
+    "StoreReport",
+    "StudyInfo",
+]
 
 
 class QueryLevel(StrEnum):
@@ -26,9 +34,14 @@ class QueryLevel(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class InstanceInfo:
-    """One instance as reported by an IMAGE-level C-FIND."""
+    """One instance as reported by an IMAGE-level C-FIND.
 
-    sop_class_uid: str
+    Every attribute but the SOP Instance UID is an optional return key (PS3.4 C.6.1.1.5): a PACS
+    may leave it out. DCMTK's ``dcmqrscp`` returns neither SOP Class UID nor Rows/Columns, for
+    instance, so they are ``None`` there.
+    """
+
+    sop_class_uid: str | None
     sop_instance_uid: str
     instance_number: int | None = None
     rows: int | None = None
@@ -63,6 +76,14 @@ class StudyInfo:
         """Every SOP Instance UID of the study."""
         return frozenset(i.sop_instance_uid for s in self.series for i in s.instances)
 
+    def sop_class_uids(self) -> frozenset[str]:
+        """Every SOP Class UID the PACS reported (instances without one are left out)."""
+        return frozenset(i.sop_class_uid for s in self.series for i in s.instances if i.sop_class_uid)
+
+    def find_series(self, series_instance_uid: str) -> SeriesInfo | None:
+        """The series with this UID, if the study has it."""
+        return next((s for s in self.series if s.series_instance_uid == series_instance_uid), None)
+
 
 @dataclass(frozen=True, slots=True)
 class RetrievedInstance:
@@ -75,3 +96,30 @@ class RetrievedInstance:
     sop_instance_uid: str
     transfer_syntax_uid: str
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFailure:
+    """One file that a C-STORE did not store (``status`` is ``None`` when nothing was sent)."""
+
+    path: Path
+    sop_instance_uid: str | None
+    reason: str
+    status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreReport:
+    """Outcome of storing files to a peer: what it stored, stored with a warning, or refused."""
+
+    stored: tuple[str, ...] = ()
+    """SOP Instance UIDs stored with status Success."""
+    warnings: tuple[tuple[str, int], ...] = ()
+    """(SOP Instance UID, status) stored with a warning status (e.g. 0xB000 coercion)."""
+    failed: tuple[StoreFailure, ...] = ()
+    bytes_sent: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether every file was stored (possibly with warnings)."""
+        return not self.failed
