@@ -75,6 +75,7 @@ def handle_store(event: Event, mediator: MoveMediator, fsync: bool = True) -> in
         sop_instance_uid=sop,
     )
     result = _receive(event, route.root, fsync=fsync)
+    log.debug("C-STORE %s routed by %s", sop, route.matched_by)
     if isinstance(result, int):
         return result
     if route.subscription is None:

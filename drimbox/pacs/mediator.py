@@ -123,16 +123,19 @@ class MoveMediator:
         return self.message_ids.next()
 
     @contextmanager
-    def subscribe(self, *, originator_aet: str, expected: Iterable[str], dest: Path) -> Iterator[MoveSubscription]:
+    def subscribe(
+        self, *, originator_aet: str, expected: Iterable[str], dest: Path, queue_size: int | None = None
+    ) -> Iterator[MoveSubscription]:
         """Register a C-MOVE request for the duration of the ``with`` block.
 
-        ``expected`` are the SOP Instance UIDs the request should bring (fallback routing).
+        ``expected`` are the SOP Instance UIDs the request should bring (fallback routing);
+        ``queue_size`` overrides the mediator's buffer size for this request.
         Allocate its Message ID(s) with :meth:`allocate` inside the block.
         """
         sub = MoveSubscription(
             originator_aet=originator_aet.strip(),
             dest=Path(dest),
-            channel=InstanceChannel(self.queue_size),
+            channel=InstanceChannel(queue_size or self.queue_size),
             expected=frozenset(expected),
         )
         with self._lock:

@@ -173,7 +173,8 @@ class PacsClient:
             raise StudyNotFound(f"{self.peer} has no study {study_uid}", study_instance_uid=study_uid)
         series_keys = {**dict.fromkeys(RETURN_KEYS[QueryLevel.SERIES]), "StudyInstanceUID": study_uid}
         series = []
-        for answer in self.find(QueryLevel.SERIES, series_keys):
+        # Read every SERIES answer first: the IMAGE queries then reuse the same pooled association.
+        for answer in list(self.find(QueryLevel.SERIES, series_keys)):
             series_uid = answer.get("SeriesInstanceUID")
             if not series_uid:
                 continue
@@ -294,7 +295,9 @@ class PacsClient:
 
     def _move(self, mediator: MoveMediator, selection: RetrieveSelection, dest: Path) -> Iterator[RetrievedInstance]:
         dest.mkdir(parents=True, exist_ok=True)
-        with mediator.subscribe(originator_aet=self.local.aet, expected=selection.expected, dest=dest) as sub:
+        with mediator.subscribe(
+            originator_aet=self.local.aet, expected=selection.expected, dest=dest, queue_size=self._queue_size
+        ) as sub:
             channel = sub.channel
             job = RetrieveJob(
                 self._exchange,
