@@ -107,8 +107,10 @@ class InstanceChannel:
             return True
         return time.monotonic() >= self._finished_at + self._linger_s
 
-    def get(self) -> RetrievedInstance | None:
-        """The next instance, or ``None`` when the request is finished and nothing more is due."""
+    def get(self, timeout: float | None = None) -> RetrievedInstance | None:
+        """The next instance; ``None`` when the request is finished and nothing more is due, or
+        when ``timeout`` seconds pass first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
                 if self._items:
@@ -117,10 +119,14 @@ class InstanceChannel:
                     return item
                 if self._done():
                     return None
-                timeout = None
-                if self._outcome is not None:
-                    timeout = max(0.0, self._finished_at + self._linger_s - time.monotonic())
-                self._cond.wait(timeout)
+                wakeups = [t for t in (deadline, self._linger_deadline()) if t is not None]
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    return None
+                self._cond.wait(max(0.0, min(wakeups) - now) if wakeups else None)
+
+    def _linger_deadline(self) -> float | None:
+        return None if self._outcome is None else self._finished_at + self._linger_s
 
     def close(self) -> None:
         """The consumer is gone: wake and release every producer."""
