@@ -5,8 +5,8 @@
 * the **network face** (``create_network_app``): served over mutual TLS to trust-listed peers, and
   narrower (manifest-scoped WADO-RS only, see DESIGN §2b).
 
-Both go through the one authentication dependency (:mod:`drimbox.trust.deps`); assembly fails when a
-route is not protected, apart from the liveness probe.
+Every router is included through :func:`~drimbox.trust.include_protected`, so every route goes
+through the one authentication dependency; the liveness probe is the only public route.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from drimbox import __version__
 from drimbox.http_errors import install_error_handlers
-from drimbox.trust import Authenticated, TokenVerifier, require_protected_routes
+from drimbox.trust import Authenticated, TokenVerifier, include_protected
 
 __all__ = ["PUBLIC_PATHS", "PacsProbe", "create_network_app", "create_site_app"]
 
@@ -101,11 +101,8 @@ def create_site_app(
     """The site-facing app. ``verifier=None`` is dev mode (every caller is the developer)."""
     app = _new_app(f"DRIM-M node {node_name} (site)", verifier)
     app.include_router(_health_router(node_name))
-    app.include_router(_identity_router())
-    app.include_router(_pacs_router(pacs, pacs_label))
-    for router in extra_routers:
-        app.include_router(router)
-    require_protected_routes(app, public=PUBLIC_PATHS)
+    for router in (_identity_router(), _pacs_router(pacs, pacs_label), *extra_routers):
+        include_protected(app, router)
     return app
 
 
@@ -115,8 +112,6 @@ def create_network_app(
     """The network-facing app (mutual TLS is enforced by the server that runs it)."""
     app = _new_app(f"DRIM-M node {node_name} (network)", verifier)
     app.include_router(_health_router(node_name))
-    app.include_router(_identity_router())
-    for router in extra_routers:
-        app.include_router(router)
-    require_protected_routes(app, public=PUBLIC_PATHS)
+    for router in (_identity_router(), *extra_routers):
+        include_protected(app, router)
     return app

@@ -34,3 +34,5 @@ def configure_logging(fmt: Literal["console", "json"] = "console", level: int = 
     root.setLevel(level)
     # pynetdicom logs every PDU at INFO; keep its warnings only.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # httpx logs every request at INFO; the node's own access events say more.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

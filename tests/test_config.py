@@ -49,7 +49,8 @@ def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         (GOOD.replace('"PACS_A"', '"A\\\\B"'), "pacs.aet"),
         ('name = "x"\n', "pacs"),
         (GOOD + "\n[dimse]\nacse_timeout_s = -1\n", "dimse.acse_timeout_s"),
-        (GOOD + "\nunknown_key = 1\n", "unknown_key"),
+        ("unknown_key = 1\n" + GOOD, "unknown_key"),
+        (GOOD + "\nstray = 1\n", "pacs.stray"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:

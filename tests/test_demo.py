@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
+from drimbox.devnet.dcmtk import dcmtk_tool
+
 CONTRACT_NODE_KEYS = {"name", "base_url", "dicomweb", "network_dicomweb", "viewer", "dimse", "hl7", "config", "pacs"}
 
 
@@ -51,8 +53,10 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.
     # endpoints.json is written before the samples load; the summary line marks the end of start-up.
     assert proc.stdout is not None
     for line in proc.stdout:
-        if "Ctrl-C stops everything" in line:
+        if line.startswith("ready: "):
             break
+    else:
+        pytest.fail("the demo stopped before it was ready")
     yield proc, workdir, json.loads(endpoints_file.read_text())
     if proc.poll() is None:
         proc.kill()
@@ -120,7 +124,7 @@ def test_node_scp_answers_dcmtk_echo(demo: tuple[subprocess.Popen[str], Path, di
     _, _, endpoints = demo
     for node in endpoints["nodes"]:
         dimse = node["dimse"]
-        argv = ["echoscu", "-aet", "ECHOTEST", "-aec", dimse["aet"], dimse["host"], str(dimse["port"])]
+        argv = [dcmtk_tool("echoscu"), "-aet", "ECHOTEST", "-aec", dimse["aet"], dimse["host"], str(dimse["port"])]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stderr
 

@@ -9,7 +9,6 @@ from types import FrameType
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from drimbox.cli.common import err_console, out_console
 from drimbox.logs import configure_logging
@@ -19,6 +18,10 @@ __all__ = ["demo"]
 
 def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM stops the demo exactly like Ctrl-C
+
+
+def _say(message: str) -> None:
+    err_console.print(f"[cyan]•[/] {message}", soft_wrap=True, highlight=False)
 
 
 def demo(
@@ -34,24 +37,21 @@ def demo(
 
     configure_logging()
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    network = DemoNetwork(workdir, base_port=base_port, progress=lambda m: err_console.print(f"[cyan]•[/] {m}"))
+    network = DemoNetwork(workdir, base_port=base_port, progress=_say)
     try:
         endpoints = network.start()
         if samples:
             for study in load_demo_samples(network, full_size=full_size):
-                err_console.print(f"[cyan]•[/] loaded {study} into site-a's PACS")
-        table = Table(title="DRIM-M demo network", show_lines=False)
-        for column in ("part", "site face", "network face (mTLS)", "DIMSE", "PACS"):
-            table.add_column(column)
-        table.add_row("registry", endpoints["registry"]["base_url"], "", "", "")
+                _say(f"loaded {study} into site-a's PACS")
+        out_console.print(f"registry  {endpoints['registry']['base_url']}", soft_wrap=True)
         for node in endpoints["nodes"]:
-            dimse = node["dimse"]
-            pacs = node["pacs"]
-            table.add_row(node["name"], node["base_url"], node["network_dicomweb"],
-                          f"{dimse['aet']}@{dimse['host']}:{dimse['port']}",
-                          f"{pacs['aet']}@{pacs['host']}:{pacs['port']} / {pacs['rest']}")
-        out_console.print(table)
-        out_console.print(f"endpoints: {network.workdir / 'endpoints.json'}   (Ctrl-C stops everything)")
+            dimse, pacs = node["dimse"], node["pacs"]
+            out_console.print(
+                f"{node['name']}  site {node['base_url']}  network {node['network_dicomweb']}  "
+                f"DIMSE {dimse['aet']}@{dimse['host']}:{dimse['port']}  "
+                f"PACS {pacs['aet']}@{pacs['host']}:{pacs['port']} {pacs['rest']}", soft_wrap=True)
+        out_console.print(f"token     {' '.join(endpoints['token_command'])}", soft_wrap=True)
+        out_console.print(f"ready: {network.workdir / 'endpoints.json'} (Ctrl-C stops everything)", soft_wrap=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         err_console.print("stopping…")

@@ -15,6 +15,7 @@ from rich.table import Table
 from drimbox.cli.common import ConfigOption, err_console, load_node_settings, out_console
 from drimbox.config import NodeSettings
 from drimbox.errors import ConfigError
+from drimbox.pacs import MoveMediator, NodeScp, PacsClient, QueryLevel
 
 __all__ = ["pacs_app"]
 
@@ -30,9 +31,7 @@ _DEFAULT_COLUMNS = {
 
 
 @contextmanager
-def _client(settings: NodeSettings, *, with_scp: bool = False) -> Iterator[object]:
-    from drimbox.pacs import MoveMediator, NodeScp, PacsClient
-
+def _client(settings: NodeSettings, *, with_scp: bool = False) -> Iterator[PacsClient]:
     mediator = MoveMediator(quarantine_dir=settings.storage.quarantine_dir,
                             straggler_timeout_s=settings.dimse.move_quarantine_s)
     client = PacsClient(local=settings.local, remote=settings.pacs, dimse=settings.dimse, mediator=mediator)
@@ -62,7 +61,7 @@ def echo(config: ConfigOption) -> None:
     """C-ECHO the PACS."""
     settings = load_node_settings(config)
     with _client(settings) as client:
-        client.echo()  # type: ignore[attr-defined]
+        client.echo()
     out_console.print(f"C-ECHO {settings.pacs.aet}@{settings.pacs.host}:{settings.pacs.port}: [green]success[/]")
 
 
@@ -74,8 +73,6 @@ def find(
     as_json: Annotated[bool, typer.Option("--json", help="DICOM JSON, one object per match.")] = False,
 ) -> None:
     """C-FIND (Study Root) with matching keys; wildcards `*`/`?` and date ranges `A-B` allowed."""
-    from drimbox.pacs import QueryLevel
-
     try:
         query_level = QueryLevel(level.upper())
     except ValueError as exc:
@@ -87,7 +84,7 @@ def find(
         query.setdefault(column, "")
     table = Table(*columns)
     with _client(settings) as client:
-        for match in client.find(query_level, query):  # type: ignore[attr-defined]
+        for match in client.find(query_level, query):
             if as_json:
                 out_console.print_json(json.dumps(match.to_json_dict()))
             else:
@@ -107,10 +104,10 @@ def get(
     """Retrieve a study (or one series) to disk, with a progress bar."""
     settings = load_node_settings(config)
     with _client(settings, with_scp=move) as client:
-        walk = client.walk_study(study)  # type: ignore[attr-defined]
+        walk = client.walk_study(study)
         selected = [s for s in walk.series if series is None or s.series_instance_uid == series]
         total = sum(len(s.instances) for s in selected)
-        retrieve = client.move if move else client.get  # type: ignore[attr-defined]
+        retrieve = client.move if move else client.get
         columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
         received = 0
@@ -131,5 +128,5 @@ def store(
     settings = load_node_settings(config)
     paths = [p for f in files for p in (sorted(x for x in f.rglob("*") if x.is_file()) if f.is_dir() else [f])]
     with _client(settings) as client:
-        report = client.store(paths)  # type: ignore[attr-defined]
+        report = client.store(paths)
     out_console.print(report)

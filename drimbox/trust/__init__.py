@@ -1,6 +1,6 @@
 """Authentication, authorisation and (later) trust list and audit of the node."""
 
-from drimbox.trust.deps import DEV_PRINCIPAL, Authenticated, authenticate, require_protected_routes
+from drimbox.trust.deps import DEV_PRINCIPAL, Authenticated, authenticate, include_protected
 from drimbox.trust.principal import Principal, PrincipalKind
 from drimbox.trust.tokens import JwtVerifier, TokenVerifier, load_public_key, mint_token
 
@@ -12,7 +12,7 @@ __all__ = [
     "PrincipalKind",
     "TokenVerifier",
     "authenticate",
+    "include_protected",
     "load_public_key",
     "mint_token",
-    "require_protected_routes",
 ]

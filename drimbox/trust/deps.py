@@ -1,45 +1,41 @@
 """The one authentication dependency every HTTP endpoint of the node goes through.
 
-Routes declare ``principal: Authenticated``; :func:`require_protected_routes` runs when an app is
-assembled and refuses to start an app in which any route (other than the explicit public ones, such
-as liveness probes) does not depend on :func:`authenticate`. So no endpoint can bypass it by
-omission.
+Apps never include a router directly: :func:`include_protected` attaches :func:`authenticate` to
+every route of the router, so no endpoint can bypass it by omission (a route that forgets to ask
+for the principal is still authenticated). Only liveness probes are included unprotected. The
+bearer scheme is declared through :class:`fastapi.security.HTTPBearer`, so it appears in OpenAPI.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from drimbox.errors import ConfigError, Unauthenticated
+from drimbox.errors import Unauthenticated
 from drimbox.trust.principal import Principal
 from drimbox.trust.tokens import TokenVerifier
 
-__all__ = ["Authenticated", "DEV_PRINCIPAL", "authenticate", "require_protected_routes"]
+__all__ = ["DEV_PRINCIPAL", "Authenticated", "authenticate", "include_protected"]
 
-DEV_PRINCIPAL = Principal(subject="developer", kind="developer", issuer="dev-mode", display_name="Developer (dev mode)")
+DEV_PRINCIPAL = Principal(subject="developer", kind="developer", issuer="dev-mode",
+                          display_name="Developer (dev mode)")
 
-
-def _verifier(request: Request) -> TokenVerifier | None:
-    verifier: TokenVerifier | None = request.app.state.token_verifier
-    return verifier
+_bearer = HTTPBearer(auto_error=False, description="Access token of a health professional or a node (JWT).")
 
 
-def authenticate(request: Request) -> Principal:
+def authenticate(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
     """Return the authenticated caller, or raise :class:`Unauthenticated` (HTTP 401)."""
-    verifier = _verifier(request)
+    verifier: TokenVerifier | None = request.app.state.token_verifier
     if verifier is None:
         # Dev mode: only reachable when the app was explicitly built with dev_mode (logged loudly).
         return DEV_PRINCIPAL
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if credentials is None or not credentials.credentials.strip():
         raise Unauthenticated("a bearer token is required (Authorization: Bearer …)")
-    principal = verifier.verify(token.strip())
+    principal = verifier.verify(credentials.credentials.strip())
     request.state.principal = principal
     return principal
 
@@ -47,13 +43,6 @@ def authenticate(request: Request) -> Principal:
 Authenticated = Annotated[Principal, Depends(authenticate)]
 
 
-def _depends_on(dependant: Dependant, target: object) -> bool:
-    return any(d.call is target or _depends_on(d, target) for d in dependant.dependencies)
-
-
-def require_protected_routes(app: FastAPI, *, public: Iterable[str]) -> None:
-    """Refuse an app in which a non-public route does not depend on :func:`authenticate`."""
-    allowed = set(public)
-    for route in app.routes:
-        if isinstance(route, APIRoute) and route.path not in allowed and not _depends_on(route.dependant, authenticate):
-            raise ConfigError(f"route {route.path} does not go through authentication")
+def include_protected(app: FastAPI, router: APIRouter) -> None:
+    """Include ``router`` with :func:`authenticate` on every one of its routes."""
+    app.include_router(router, dependencies=[Depends(authenticate)])
