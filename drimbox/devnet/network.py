@@ -59,6 +59,7 @@ class SitePlan:
 
 def _plan_sites(base_port: int | None) -> tuple[list[SitePlan], int]:
     """Ports: ``base_port`` + fixed offsets when given (registry at base), else free ports."""
+
     def port(address: str, offset: int) -> int:
         return base_port + offset if base_port is not None else free_port(address)
 
@@ -66,12 +67,20 @@ def _plan_sites(base_port: int | None) -> tuple[list[SitePlan], int]:
     for index, (name, address) in enumerate((("site-a", "127.0.0.2"), ("site-b", "127.0.0.3"))):
         first = 10 * (index + 1)
         letter = name[-1].upper()
-        sites.append(SitePlan(
-            name=name, address=address, node_aet=f"DRIMBOX_{letter}", pacs_aet=f"PACS_{letter}",
-            http_port=port(address, first), network_port=port(address, first + 1),
-            dimse_port=port(address, first + 2), hl7_port=port(address, first + 3),
-            pacs_http_port=port("0.0.0.0", first + 4), pacs_dicom_port=port("0.0.0.0", first + 5),
-        ))
+        sites.append(
+            SitePlan(
+                name=name,
+                address=address,
+                node_aet=f"DRIMBOX_{letter}",
+                pacs_aet=f"PACS_{letter}",
+                http_port=port(address, first),
+                network_port=port(address, first + 1),
+                dimse_port=port(address, first + 2),
+                hl7_port=port(address, first + 3),
+                pacs_http_port=port("0.0.0.0", first + 4),
+                pacs_dicom_port=port("0.0.0.0", first + 5),
+            )
+        )
     return sites, port(REGISTRY_ADDRESS, 0)
 
 
@@ -87,8 +96,9 @@ def _drimbox_command() -> list[str]:
 class DemoNetwork:
     """Start, describe and stop the whole demo network in ``workdir``."""
 
-    def __init__(self, workdir: Path, *, base_port: int | None = None,
-                 progress: Callable[[str], None] = lambda _: None) -> None:
+    def __init__(
+        self, workdir: Path, *, base_port: int | None = None, progress: Callable[[str], None] = lambda _: None
+    ) -> None:
         self.workdir = workdir.resolve()
         self.sites, self.registry_port = _plan_sites(base_port)
         self._progress = progress
@@ -123,8 +133,12 @@ class DemoNetwork:
         self.ca.issue("registry", hosts=[REGISTRY_ADDRESS, "registry.localhost", "localhost"])
         self.ca.issue("tool", hosts=["127.0.0.1"], server=False)
         self.ca.issue_signing_key("idp")
-        idp = {"issuer": DEMO_ISSUER, "audience": DEMO_AUDIENCE, "signing_key": str(pki / "idp.key"),
-               "public_key": str(pki / "idp.pub.pem")}
+        idp = {
+            "issuer": DEMO_ISSUER,
+            "audience": DEMO_AUDIENCE,
+            "signing_key": str(pki / "idp.key"),
+            "public_key": str(pki / "idp.pub.pem"),
+        }
         (self.workdir / "idp.json").write_text(json.dumps(idp, indent=2) + "\n")
 
     def _spawn(self, name: str, argv: list[str]) -> ChildProcess:
@@ -136,15 +150,31 @@ class DemoNetwork:
 
     def _start_registry(self) -> None:
         self._progress(f"registry on {REGISTRY_ADDRESS}:{self.registry_port}")
-        self._spawn("registry", [*_drimbox_command(), "registry", "serve", "--host", REGISTRY_ADDRESS,
-                                 "--port", str(self.registry_port), "--data-dir", str(self.workdir / "registry")])
+        self._spawn(
+            "registry",
+            [
+                *_drimbox_command(),
+                "registry",
+                "serve",
+                "--host",
+                REGISTRY_ADDRESS,
+                "--port",
+                str(self.registry_port),
+                "--data-dir",
+                str(self.workdir / "registry"),
+            ],
+        )
 
     def _start_site(self, site: SitePlan) -> None:
         self._progress(f"{site.name}: Orthanc PACS {site.pacs_aet} and node {site.node_aet} on {site.address}")
         site_dir = self.workdir / site.name
         orthanc = OrthancProcess(
-            site_dir / "pacs", aet=site.pacs_aet, host="127.0.0.1", http_port=site.pacs_http_port,
-            dicom_port=site.pacs_dicom_port, name=f"{site.name} PACS",
+            site_dir / "pacs",
+            aet=site.pacs_aet,
+            host="127.0.0.1",
+            http_port=site.pacs_http_port,
+            dicom_port=site.pacs_dicom_port,
+            name=f"{site.name} PACS",
             modalities={"drimbox": (site.node_aet, site.address, site.dimse_port)},
         )
         self._orthancs[site.name] = orthanc
@@ -158,13 +188,25 @@ class DemoNetwork:
         settings = {
             "name": site.name,
             "local": {"aet": site.node_aet, "host": site.address, "port": site.dimse_port},
-            "pacs": {"aet": orthanc.aet, "host": orthanc.dicom_host, "port": orthanc.dicom_port,
-                     "rest_url": orthanc.http_url},
-            "http": {"host": site.address, "port": site.http_port, "network_host": site.address,
-                     "network_port": site.network_port, "public_network_url": site.network_url},
+            "pacs": {
+                "aet": orthanc.aet,
+                "host": orthanc.dicom_host,
+                "port": orthanc.dicom_port,
+                "rest_url": orthanc.http_url,
+            },
+            "http": {
+                "host": site.address,
+                "port": site.http_port,
+                "network_host": site.address,
+                "network_port": site.network_port,
+                "public_network_url": site.network_url,
+            },
             "hl7": {"host": site.address, "port": site.hl7_port},
-            "tls": {"ca_file": str(pki / "ca.pem"), "cert_file": str(pki / f"{site.name}.pem"),
-                    "key_file": str(pki / f"{site.name}.key")},
+            "tls": {
+                "ca_file": str(pki / "ca.pem"),
+                "cert_file": str(pki / f"{site.name}.pem"),
+                "key_file": str(pki / f"{site.name}.key"),
+            },
             "auth": {"issuer": DEMO_ISSUER, "audience": DEMO_AUDIENCE, "public_key_file": str(pki / "idp.pub.pem")},
             "registry": {"base_url": self.registry_url},
             "storage": {"data_dir": str(site_dir / "node-data")},
@@ -193,8 +235,9 @@ class DemoNetwork:
     def _check_children(self) -> None:
         for child in self._children:
             if child.poll() is not None:
-                raise DevnetError(f"{' '.join(child.argv[-4:])} exited with status {child.poll()}:\n"
-                                  f"{tail(child.log_path)}")
+                raise DevnetError(
+                    f"{' '.join(child.argv[-4:])} exited with status {child.poll()}:\n{tail(child.log_path)}"
+                )
 
     # -- description ------------------------------------------------------------------------------
 
@@ -217,25 +260,38 @@ class DemoNetwork:
         nodes = []
         for site in self.sites:
             orthanc = self._orthancs[site.name]
-            nodes.append({
-                "name": site.name,
-                "base_url": site.base_url,
-                "dicomweb": f"{site.base_url}/dicom-web",
-                "network_dicomweb": f"{site.network_url}/dicom-web",
-                "viewer": f"{site.base_url}/",
-                "dimse": {"aet": site.node_aet, "host": site.address, "port": site.dimse_port},
-                "hl7": {"host": site.address, "port": site.hl7_port},
-                "config": str(self.node_config(site.name)),
-                "pacs": {"aet": orthanc.aet, "host": orthanc.dicom_host, "port": orthanc.dicom_port,
-                         "rest": orthanc.http_url},
-            })
+            nodes.append(
+                {
+                    "name": site.name,
+                    "base_url": site.base_url,
+                    "dicomweb": f"{site.base_url}/dicom-web",
+                    "network_dicomweb": f"{site.network_url}/dicom-web",
+                    "viewer": f"{site.base_url}/",
+                    "dimse": {"aet": site.node_aet, "host": site.address, "port": site.dimse_port},
+                    "hl7": {"host": site.address, "port": site.hl7_port},
+                    "config": str(self.node_config(site.name)),
+                    "pacs": {
+                        "aet": orthanc.aet,
+                        "host": orthanc.dicom_host,
+                        "port": orthanc.dicom_port,
+                        "rest": orthanc.http_url,
+                    },
+                }
+            )
         return {
-            "registry": {"base_url": registry, "xds_registry": f"{registry}/xds/registry",
-                         "xds_repository": f"{registry}/xds/repository", "fhir": f"{registry}/fhir",
-                         "whitelist": f"{registry}/whitelist"},
+            "registry": {
+                "base_url": registry,
+                "xds_registry": f"{registry}/xds/registry",
+                "xds_repository": f"{registry}/xds/repository",
+                "fhir": f"{registry}/fhir",
+                "whitelist": f"{registry}/whitelist",
+            },
             "nodes": nodes,
-            "tls": {"ca": str(pki / "ca.pem"), "client_cert": str(pki / "tool.pem"),
-                    "client_key": str(pki / "tool.key")},
+            "tls": {
+                "ca": str(pki / "ca.pem"),
+                "client_cert": str(pki / "tool.pem"),
+                "client_key": str(pki / "tool.key"),
+            },
             "token_command": [*_drimbox_command(), "dev-token", "--workdir", str(self.workdir)],
         }
 

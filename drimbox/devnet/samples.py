@@ -19,10 +19,14 @@ __all__ = ["load_demo_samples"]
 def _studies(network: DemoNetwork, *, full_size: bool) -> Iterator[tuple[str, GeneratedStudy]]:
     root = network.workdir / "samples"
     screened = make_patient(1, sex="F", with_ins=True)
-    yield "screening mammography", write_mammography_study(root / "mg", screened,
-                                                           size="full" if full_size else "small", seed=1)
-    yield "prior screening mammography", write_mammography_study(root / "mg-prior", screened, size="small", seed=2,
-                                                                 study_date="20240312")
+    yield (
+        "screening mammography",
+        write_mammography_study(root / "mg", screened, size="full" if full_size else "small", seed=1),
+    )
+    yield (
+        "prior screening mammography",
+        write_mammography_study(root / "mg-prior", screened, size="small", seed=2, study_date="20240312"),
+    )
     yield "CT", write_ct_study(root / "ct", make_patient(2, sex="M", with_ins=True), seed=3)
     yield "MR (patient without INS)", write_mr_study(root / "mr", make_patient(3, sex="F", with_ins=False), seed=4)
 
@@ -31,8 +35,11 @@ def load_demo_samples(network: DemoNetwork, *, full_size: bool = True) -> Iterat
     """Generate and C-STORE the sample studies into site A's PACS; yield a label per study loaded."""
     site = network.sites[0]
     orthanc = network.orthanc(site.name)
-    client = PacsClient(local=LocalAE(aet=site.node_aet, host=site.address, port=site.dimse_port),
-                        remote=orthanc.remote_ae(), dimse=DimseSettings())
+    client = PacsClient(
+        local=LocalAE(aet=site.node_aet, host=site.address, port=site.dimse_port),
+        remote=orthanc.remote_ae(),
+        dimse=DimseSettings(),
+    )
     try:
         for label, study in _studies(network, full_size=full_size):
             client.store(study.files)
