@@ -52,6 +52,7 @@ def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ("unknown_key = 1\n" + GOOD, "unknown_key"),
         (GOOD + "\nstray = 1\n", "pacs.stray"),
     ],
+    ids=["missing-host", "port-range", "aet-backslash", "no-pacs", "negative-timeout", "unknown-key", "stray-pacs-key"],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -71,6 +72,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
         (GOOD.replace("4242", "0"), "pacs.port: Input should be greater than or equal to 1"),
         ("[pacs\nport = ", "not valid TOML"),
     ],
+    ids=["missing-host", "port-zero", "bad-toml"],
 )
 def test_cli_reports_one_line_without_traceback(tmp_path: Path, text: str, expected: str) -> None:
     result = _cli("config", "check", "--config", str(_write(tmp_path, text)))
