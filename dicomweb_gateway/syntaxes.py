@@ -13,6 +13,9 @@ Decisions (PS3.18 §8.7.3.5, DESIGN F7), in one place:
   decode-only and GPL), so it is delivered only when stored so. Lossy syntaxes (JPEG baseline,
   JPEG 2000 irreversible, JPEG-LS near-lossless, MPEG/HEVC video) are never produced by
   transcoding, only passed through when stored so.
+* Data stored in a lossy (or possibly lossy, like JPEG 2000 ``.4.91``) syntax may be decompressed
+  to a native syntax (PS3.18 always allows Explicit VR Little Endian) but is never re-encoded into
+  another compressed syntax: that would cost bytes and, for YBR colour, add rounding.
 * Encoding is optional (``GatewaySettings.encode_compressed``): it trades CPU (JPEG-LS ~70 MB/s
   per core on 16-bit mammography) for 2-3x fewer bytes on the wire.
 """
@@ -30,6 +33,8 @@ from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
@@ -44,6 +49,7 @@ from pydicom.uid import (
 __all__ = [
     "DEFAULT_TRANSFER_SYNTAX",
     "LOSSLESS_ENCODABLE",
+    "LOSSLESS_STORED",
     "NATIVE_SYNTAXES",
     "can_decode",
     "can_encode",
@@ -62,6 +68,12 @@ NATIVE_SYNTAXES: Final = frozenset(
 
 LOSSLESS_ENCODABLE: Final = (UID(JPEGLSLossless), UID(JPEG2000Lossless), UID(RLELossless))
 """Lossless compressed syntaxes pydicom may encode, if the encoder plugin is installed."""
+
+LOSSLESS_STORED: Final = frozenset(
+    {UID(JPEGLossless), UID(JPEGLosslessSV1), UID(JPEGLSLossless), UID(JPEG2000Lossless), UID(RLELossless),
+     UID(HTJ2KLossless), UID(HTJ2KLosslessRPCL)}
+)  # fmt: skip
+"""Compressed syntaxes that are lossless by definition (re-encodable without loss)."""
 
 _FRAME_MEDIA_TYPES: Final[dict[str, str]] = {
     JPEGBaseline8Bit: "image/jpeg",
@@ -124,7 +136,7 @@ def deliverable_syntaxes(stored: str, *, has_pixels: bool, encode: bool) -> list
     out = [stored]
     if not has_pixels or can_decode(stored):
         out += sorted(NATIVE_SYNTAXES - {stored})
-        if has_pixels and encode:
+        if has_pixels and encode and (is_native(stored) or stored in LOSSLESS_STORED):
             out += [ts for ts in LOSSLESS_ENCODABLE if ts != stored and can_encode(ts)]
     return _unique(out)
 
