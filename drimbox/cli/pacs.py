@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,9 @@ _DEFAULT_COLUMNS = {
 
 @contextmanager
 def _client(settings: NodeSettings, *, with_scp: bool = False) -> Iterator[PacsClient]:
+    # A one-shot command reports failures itself, as one line: pynetdicom's own error logs would
+    # only repeat them.
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     mediator = MoveMediator(quarantine_dir=settings.storage.quarantine_dir,
                             straggler_timeout_s=settings.dimse.move_quarantine_s)
     client = PacsClient(local=settings.local, remote=settings.pacs, dimse=settings.dimse, mediator=mediator)
