@@ -20,6 +20,7 @@ from typing import Any
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
+from pynetdicom.pdu import A_ASSOCIATE_RJ
 from pynetdicom.presentation import PresentationContext
 
 from drimbox.config import DimseSettings, LocalAE, RemoteAE
@@ -54,11 +55,21 @@ class _Probe:
 
     tune: SocketTuner
     connected: bool = False
+    rejection: str | None = None
+    """``reason (result, source: …)`` of an A-ASSOCIATE-RJ, as received."""
 
 
 def _on_conn_open(event: Event, probe: _Probe) -> None:
     probe.connected = True
     handle_conn_open(event, probe.tune)
+
+
+def _on_pdu_recv(event: Event, probe: _Probe) -> None:
+    # Recorded here because pynetdicom may miss it: when the peer closes the connection right after
+    # its A-ASSOCIATE-RJ, the requestor can see the closed transport first and only report an abort.
+    pdu = getattr(event, "pdu", None)
+    if isinstance(pdu, A_ASSOCIATE_RJ):
+        probe.rejection = f"{pdu.reason_str} ({pdu.result_str}, source: {pdu.source_str})"
 
 
 class Connector:
@@ -117,7 +128,11 @@ class Connector:
             The peer accepted none of ``contexts``.
         """
         probe = _Probe(self._tune)
-        handlers: list[tuple[Any, ...]] = [(evt.EVT_CONN_OPEN, _on_conn_open, [probe]), *evt_handlers]
+        handlers: list[tuple[Any, ...]] = [
+            (evt.EVT_CONN_OPEN, _on_conn_open, [probe]),
+            (evt.EVT_PDU_RECV, _on_pdu_recv, [probe]),
+            *evt_handlers,
+        ]
         started = time.monotonic()
         try:
             assoc = self._ae.associate(
@@ -145,21 +160,15 @@ class Connector:
             else:
                 why = "connection refused or no route"
             return PacsUnreachable(f"{peer}: {why}")
-        if assoc.is_rejected:
-            rsp = assoc.acceptor.primitive
-            reason = getattr(rsp, "reason_str", "no reason given")
-            result = getattr(rsp, "result_str", "rejected")
-            source = getattr(rsp, "source_str", "unknown")
-            return AssociationRejected(
-                f"{peer} rejected the association from {self.local.aet}: {reason} ({result}, source: {source})"
+        if probe.rejection is not None:
+            return AssociationRejected(f"{peer} rejected the association from {self.local.aet}: {probe.rejection}")
+        if elapsed >= self.dimse.acse_timeout_s * 0.9:
+            return PacsTimeout(f"{peer} did not answer the association request within {self.dimse.acse_timeout_s:g} s")
+        if assoc.rejected_contexts and not assoc.accepted_contexts:
+            return NoAcceptableContext(
+                f"{peer} accepted none of the {len(assoc.rejected_contexts)} presentation contexts proposed"
             )
-        if assoc.is_aborted:
-            if assoc.rejected_contexts and not assoc.accepted_contexts:
-                return NoAcceptableContext(
-                    f"{peer} accepted none of the {len(assoc.rejected_contexts)} presentation contexts proposed"
-                )
-            return AssociationAborted(f"{peer} aborted the association during negotiation")
-        return PacsTimeout(f"{peer} did not answer the association request within {self.dimse.acse_timeout_s:g} s")
+        return AssociationAborted(f"{peer} aborted the association during negotiation")
 
     def shutdown(self) -> None:
         """Stop every association this connector opened (they are normally released already)."""

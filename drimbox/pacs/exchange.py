@@ -43,13 +43,15 @@ class Exchange:
 
     peer: str
     dimse_timeout_s: float
+    calling_aet: str = ""
 
     def silence(self, assoc: Association, waited: float, what: str) -> Exception:
         """The error for "no response": a timeout if we waited that long, else the peer left."""
         if waited >= self.dimse_timeout_s * 0.9:
             return PacsTimeout(f"{self.peer} sent no {what} response within {self.dimse_timeout_s:g} s")
         assoc.abort()
-        return AssociationAborted(f"{self.peer} aborted the association or closed the connection during {what}")
+        hint = f" (does it know the AE title {self.calling_aet} and allow it {what}?)" if self.calling_aet else ""
+        return AssociationAborted(f"{self.peer} aborted the association or closed the connection during {what}{hint}")
 
     def echo(self, assoc: Association, msg_id: int) -> None:
         """C-ECHO (PS3.7 9.1.5); returns on Success."""

@@ -80,7 +80,7 @@ class PacsClient:
         self._queue_size = queue_size
         self._fsync = fsync
         self._connector = Connector(local, remote, dimse, tune=tune)
-        self._exchange = Exchange(self._connector.peer, remote.timeout_s)
+        self._exchange = Exchange(self._connector.peer, remote.timeout_s, local.aet)
         self._message_ids = mediator.message_ids if mediator is not None else MessageIds()
         self._pool = AssociationPool(lambda: self._connector.associate(query_contexts()), dimse.pool_size)
         self._threads = 0
