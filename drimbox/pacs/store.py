@@ -19,6 +19,7 @@ from pydicom.filereader import read_file_meta_info
 from pynetdicom.association import Association
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING
 
+from drimbox.errors import NoAcceptableContext
 from drimbox.pacs.connect import Connector
 from drimbox.pacs.contexts import store_batches
 from drimbox.pacs.exchange import Exchange
@@ -75,6 +76,15 @@ class _Tally:
         return StoreReport(tuple(self.stored), tuple(self.warnings), tuple(self.failed), self.sent)
 
 
+def _not_accepted(exchange: Exchange, header: FileHeader) -> StoreFailure:
+    return StoreFailure(
+        header.path,
+        header.sop_instance_uid,
+        f"{exchange.peer} accepted no presentation context for {header.sop_class_uid} "
+        f"in transfer syntax {header.transfer_syntax_uid}",
+    )
+
+
 def _send(assoc: Association, exchange: Exchange, header: FileHeader, msg_id: int, tally: _Tally) -> None:
     started = time.monotonic()
     try:
@@ -120,11 +130,16 @@ def store_files(
     tally = _Tally(failed=list(failures))
     for contexts in store_batches(h.pair for h in headers):
         proposed = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in contexts}
-        assoc = connector.associate(contexts)
+        batch = [h for h in headers if h.pair in proposed]
         try:
-            for header in headers:
-                if header.pair in proposed:
-                    _send(assoc, exchange, header, message_ids.next(), tally)
+            assoc = connector.associate(contexts)
+        except NoAcceptableContext:
+            for header in batch:
+                tally.failed.append(_not_accepted(exchange, header))
+            continue
+        try:
+            for header in batch:
+                _send(assoc, exchange, header, message_ids.next(), tally)
         finally:
             if assoc.is_established:
                 assoc.release()
