@@ -55,7 +55,13 @@ def get_base_url(request: Request, settings: Annotated[GatewaySettings, Depends(
     url = request.url
     m = _RESOURCE.match(url.path)
     prefix = m.group(1) if m else ""
-    return f"{url.scheme}://{url.netloc}{prefix}"
+    netloc = url.netloc
+    server = request.scope.get("server")
+    if url.port is None and server and server[0] == url.hostname and server[1] not in (None, 80, 443):
+        # Some clients (dicomweb-client) send "Host: 127.0.0.1" without the port; when the host is
+        # the very address we listen on (no proxy in between), the port we listen on is the right one.
+        netloc = f"{url.hostname}:{server[1]}"
+    return f"{url.scheme}://{netloc}{prefix}"
 
 
 StoreDep = Annotated[DicomStore, Depends(get_store)]

@@ -65,7 +65,7 @@ def dataset_json(
                 dataset_json(item, bulk_data_threshold=bulk_data_threshold, bulk_uri=bulk_uri, _prefix=f"{path}/{i}/")
                 for i, item in enumerate(elem.value)
             ]
-            out[key] = {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
+            out[key] = {"vr": "SQ", "Value": items}  # as pydicom encodes it, empty or not
         else:
             out[key] = elem.to_json_dict(bulk_data_element_handler=None, bulk_data_threshold=_NEVER_BULK)
     return out

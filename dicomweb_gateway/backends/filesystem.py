@@ -38,6 +38,7 @@ from typing import IO, Any
 
 from pydicom import Dataset, dcmread
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
 
 from dicomweb_gateway.attributes import SERIES_KEYWORDS, STUDY_KEYWORDS
 from dicomweb_gateway.backend import FailureReason as Failure
@@ -351,7 +352,7 @@ class FileStore:
         args: list[str] = []
         for column, keyword in (("study_uid", "StudyInstanceUID"), ("series_uid", "SeriesInstanceUID"),
                                 ("sop_instance_uid", "SOPInstanceUID")):  # fmt: skip
-            values = element_values(query.matching.get(keyword))
+            values = element_values(query.matching.get(Tag(keyword)))
             if values and all(is_valid_uid(v) for v in values):
                 clauses.append(f"{column} IN ({','.join('?' * len(values))})")
                 args += values
