@@ -182,8 +182,10 @@ class FileStore:
         try:
             with tmp.open("wb") as out:
                 if isinstance(source, Path):
-                    with source.open("rb") as src:
-                        shutil.copyfileobj(src, out, 1 << 20)
+                    # Unbuffered: a slow source (pipe, socket-backed file) is copied as it comes.
+                    with source.open("rb", buffering=0) as src:
+                        while chunk := src.read(1 << 20):
+                            out.write(chunk)
                 else:
                     shutil.copyfileobj(source, out, 1 << 20)
                 out.flush()
