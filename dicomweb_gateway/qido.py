@@ -23,6 +23,7 @@ from dicomweb_gateway.deps import BaseUrlDep, SettingsDep, StoreDep
 from dicomweb_gateway.dicomjson import BINARY_VRS, dumps
 from dicomweb_gateway.negotiation import choose_media_type
 from dicomweb_gateway.query import QidoRequest, parse_search
+from dicomweb_gateway.settings import GatewaySettings
 from dicomweb_gateway.uids import check_uid
 
 __all__ = ["TRUNCATION_WARNING", "collect_page", "create_qido_router", "result_json"]
@@ -98,7 +99,7 @@ def _retrieve_url(ds: Dataset, level: QueryLevel, base_url: str) -> str:
 async def _search(
     request: Request,
     store: DicomStore,
-    settings: Any,
+    settings: GatewaySettings,
     base_url: str,
     level: QueryLevel,
     study: str | None = None,
