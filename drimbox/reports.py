@@ -1,0 +1,141 @@
+"""The validated imaging report, as the RIS announces it (DESIGN F1), in the node's own terms.
+
+The HL7v2 parser (:mod:`drimbox.hl7`) produces an :class:`ImagingReport`; the KOS builder
+(:mod:`drimbox.manifest`) and the XDS.b client (:mod:`drimbox.publish`) consume it. It carries
+nothing HL7-specific: an update is recognised by the CDA's ``setId``/``versionNumber``, not by the
+message's event code (the ANS update ORU carries ORC NW and OBX-11 F like a new report).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+__all__ = [
+    "IdentityStatus",
+    "ImagingReport",
+    "Organisation",
+    "PatientIdentity",
+    "Practitioner",
+    "ReportAction",
+    "Visibility",
+]
+
+INS_NIR_OID = "1.2.250.1.213.1.4.8"
+INS_NIA_OID = "1.2.250.1.213.1.4.9"
+INS_NIR_TEST_OID = "1.2.250.1.213.1.4.10"
+INS_NIR_DEMO_OID = "1.2.250.1.213.1.4.11"
+
+
+class ReportAction(StrEnum):
+    """What the message asks the node to do with the exam's publication."""
+
+    PUBLISH = "publish"
+    """A new report (ORU^R01 / MDM^T02), or a new version of one (same setId, higher versionNumber)."""
+    WITHDRAW = "withdraw"
+    """The report is withdrawn (MDM^T04, ORC CA / OBX-11 D): deprecate the published KOS."""
+
+
+class IdentityStatus(StrEnum):
+    """PID-32 identity reliability; only a qualified identity may carry the INS (DESIGN F1)."""
+
+    QUALIFIED = "VALI"
+    RECOVERED = "RECUP"
+    PROVISIONAL = "PROV"
+    VALIDATED = "VIDE"
+    UNKNOWN = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PatientIdentity:
+    """The patient as the RIS identifies them.
+
+    ``ins`` is set only when ``status`` is QUALIFIED (the INS may be used only for a qualified
+    identity); ``ipp`` is the site's local patient id with its assigning authority.
+    """
+
+    ipp: str
+    ipp_authority: str
+    ipp_authority_oid: str | None
+    birth_family_name: str
+    given_names: tuple[str, ...]
+    birth_date: str
+    """YYYYMMDD."""
+    sex: str
+    """M, F or U (administrative sex)."""
+    status: IdentityStatus
+    ins: str | None = None
+    ins_oid: str | None = None
+    used_family_name: str | None = None
+    birth_place_code: str | None = None
+    """INSEE code of the birth place (PID-11 type BDL)."""
+
+    @property
+    def first_given_name(self) -> str:
+        return self.given_names[0] if self.given_names else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Practitioner:
+    """A health professional identified nationally: ``id_nat_ps`` = ``8`` + RPPS."""
+
+    id_nat_ps: str
+    family_name: str
+    given_name: str
+    prefix: str | None = None
+
+    @property
+    def rpps(self) -> str:
+        """The 11-digit RPPS number (IdNatPS without its leading type digit ``8``)."""
+        return self.id_nat_ps[1:] if self.id_nat_ps.startswith("8") else self.id_nat_ps
+
+
+@dataclass(frozen=True, slots=True)
+class Organisation:
+    """The healthcare organisation that produced the exam (IdNatStruct, e.g. ``1`` + FINESS)."""
+
+    name: str
+    id_nat_struct: str
+
+
+@dataclass(frozen=True, slots=True)
+class Visibility:
+    """DMP visibility flags from the OBX MetaDMPMSS segments (DESIGN F1)."""
+
+    masked_to_professionals: bool = False
+    invisible_to_patient: bool = False
+    invisible_to_legal_representatives: bool = False
+    to_dmp: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ImagingReport:
+    """One validated report and the exam it describes.
+
+    Identity of the *exam* for idempotence: (``study_instance_uid``, ``accession_number``); identity
+    of the *report version*: (``set_id``, ``version_number``).
+    """
+
+    action: ReportAction
+    message_control_id: str
+    patient: PatientIdentity
+    study_instance_uid: str
+    accession_number: str
+    set_id: str
+    version_number: int
+    document_id: str
+    """The CDA document's own id (root[^extension])."""
+    title: str
+    effective_time: datetime
+    """When the report was authored (aware, UTC)."""
+    author: Practitioner
+    organisation: Organisation
+    legal_authenticator: Practitioner | None = None
+    visibility: Visibility = field(default_factory=Visibility)
+    service_start: datetime | None = None
+    service_stop: datetime | None = None
+    accession_issuer: str | None = None
+    order_id: str | None = None
+    cda: bytes = field(default=b"", repr=False)
+    """The CDA R2 document as received (XML bytes, decoded from OBX-5 base64)."""
