@@ -19,6 +19,7 @@ from drimbox.errors import ConfigError
 
 __all__ = [
     "AuthSettings",
+    "DicomwebSettings",
     "DimseSettings",
     "Hl7Settings",
     "HttpSettings",
@@ -149,6 +150,38 @@ class StorageSettings(_Strict):
         return self.data_dir / "quarantine"
 
 
+_GiB = 1024**3
+
+
+class DicomwebSettings(_Strict):
+    """The node's DICOMweb gateway: which path to the PACS, the node cache, limits.
+
+    Directories default to ``storage.data_dir`` sub-directories (see :class:`NodeSettings`).
+    """
+
+    backend: Literal["auto", "dimse", "orthanc"] = "auto"
+    """``orthanc``: Orthanc's REST API at ``pacs.rest_url`` (fast path); ``dimse``: C-FIND/C-GET/
+    C-MOVE/C-STORE, any PACS; ``auto``: ``orthanc`` when ``pacs.rest_url`` is set, else ``dimse``."""
+    cache_dir: Path | None = None
+    """The node cache (retrieved studies served again from disk); default ``<data_dir>/dicomweb-cache``."""
+    cache_max_bytes: Annotated[int, Field(ge=0)] = 50 * _GiB
+    """Size bound of the cache (least recently used instances are evicted beyond); 0 = unbounded."""
+    cache_revalidate_s: Annotated[float, Field(ge=0)] = 3600.0
+    """Age after which a cached study is checked against the PACS's instance list before serving."""
+    spool_dir: Path | None = None
+    """Transient files: instances on their way from the PACS, STOW parts; default ``<data_dir>/dicomweb-spool``."""
+    max_results: Annotated[int, Field(ge=1, le=1000)] = 1000
+    """QIDO: the largest page (and the default ``limit``)."""
+    max_stow_bytes: Annotated[int, Field(ge=1)] = 4 * _GiB
+    """STOW: the largest request body (413 beyond)."""
+    retry_after_s: Annotated[int, Field(ge=1, le=3600)] = 5
+    """``Retry-After`` of a 503 when the PACS is unreachable."""
+    parallel_downloads: Annotated[int, Field(ge=1, le=8)] = 2
+    """Fast path: instance files downloaded ahead while the previous one is being sent."""
+    public_url: str | None = None
+    """Site face DICOMweb root as clients see it (for RetrieveURL/BulkDataURI); derived per request if unset."""
+
+
 class NodeSettings(BaseSettings):
     """All settings of one node (one site)."""
 
@@ -166,6 +199,7 @@ class NodeSettings(BaseSettings):
     hl7: Hl7Settings = Hl7Settings()
     registry: RegistryClientSettings = RegistryClientSettings()
     storage: StorageSettings = StorageSettings()
+    dicomweb: DicomwebSettings = DicomwebSettings()
     log_format: Literal["console", "json"] = "console"
 
     @field_validator("pacs", mode="before")
