@@ -19,6 +19,7 @@ from drimbox.app import create_network_app, create_site_app
 from drimbox.config import NodeSettings
 from drimbox.errors import ConfigError
 from drimbox.pacs import MoveMediator, NodeScp, PacsClient
+from drimbox.stores import build_dicomweb, network_dicomweb_router, prefetch_router, site_dicomweb_router
 from drimbox.trust import JwtVerifier, TokenVerifier
 
 __all__ = ["Node", "build_verifier", "run_node"]
@@ -50,20 +51,29 @@ class Node:
         self.scp = NodeScp(local=settings.local, dimse=settings.dimse, storage=settings.storage,
                            mediator=self.mediator)
         label = f"{settings.pacs.aet}@{settings.pacs.host}:{settings.pacs.port}"
+        self.dicomweb = build_dicomweb(settings, mediator=self.mediator)
+        site_routers = (site_dicomweb_router(self.dicomweb.store, self.dicomweb.site_settings),
+                        prefetch_router(self.dicomweb.prefetch))
+        # No kos_scope yet: the manifest-scope check of DESIGN §2b comes with the trust issue.
+        network_routers = (network_dicomweb_router(self.dicomweb.store, self.dicomweb.network_settings),)
         self.site_app = create_site_app(node_name=settings.name, verifier=self.verifier, pacs=self.pacs,
-                                        pacs_label=label)
-        self.network_app = create_network_app(node_name=settings.name, verifier=self.verifier)
+                                        pacs_label=label, extra_routers=site_routers)
+        self.network_app = create_network_app(node_name=settings.name, verifier=self.verifier,
+                                              extra_routers=network_routers)
 
     def start(self) -> None:
         """Start the DIMSE SCP."""
         for directory in (self.settings.storage.incoming_dir, self.settings.storage.quarantine_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.scp.start()
+        log.warning("network face DICOMweb: the KOS-SOPInstanceUID manifest scope is not enforced yet "
+                    "(DESIGN §2b, trust issue); any authenticated peer may retrieve any study", node=self.settings.name)
 
     def stop(self) -> None:
-        """Stop accepting associations, then release pooled associations."""
+        """Stop accepting associations, then release pooled associations and the DICOMweb backends."""
         self.scp.stop()
         self.pacs.close()
+        self.dicomweb.close()
 
 
 class _Server(uvicorn.Server):
