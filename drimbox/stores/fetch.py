@@ -82,9 +82,9 @@ class FileFetcher:
             return http.client.HTTPSConnection(self._host, self._port, timeout=self._timeout_s, context=self._tls)
         return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s)
 
-    def _take(self) -> tuple[http.client.HTTPConnection, bool]:
+    def _take(self, *, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:
-            if self._idle:
+            if self._idle and not fresh:
                 return self._idle.pop(), True
         return self._connect(), False
 
@@ -105,7 +105,8 @@ class FileFetcher:
     def fetch(self, path: str, dest: Path, cancelled: threading.Event | None = None) -> int:
         """GET ``path`` (below the base URL) into a new file ``dest``; return its size.
 
-        A reused connection that turns out to be closed by the origin is replaced once.
+        A reused connection that turns out to be closed by the origin (Orthanc closes idle keep-alive
+        connections after ``KeepAliveTimeout``, 1 s by default) is replaced once, by a new one.
 
         Raises
         ------
@@ -117,7 +118,7 @@ class FileFetcher:
             ``cancelled`` was set during the download (``dest`` is left for the caller to delete).
         """
         for attempt in (1, 2):
-            conn, reused = self._take()
+            conn, reused = self._take(fresh=attempt == 2)
             started = False
             try:
                 conn.request("GET", self._prefix + path, headers=self._headers)

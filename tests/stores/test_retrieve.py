@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -128,3 +129,17 @@ def test_concurrent_retrievals_do_not_mix(store: Store, corpus: Corpus) -> None:
         results = list(pool.map(sops, list(itertools.chain(studies, studies))))
     expected = {s.study_instance_uid: sorted(s.sop_instance_uids()) for s in corpus.studies}
     assert results == [expected[uid] for uid in itertools.chain(studies, studies)]
+
+
+def test_fast_path_survives_keep_alive_connections_closed_by_orthanc(
+    orthanc_a_clean: OrthancProcess, ct: GeneratedStudy, spool: Spool
+) -> None:
+    """Orthanc closes idle keep-alive connections after 1 s: every pooled one is then stale."""
+    orthanc_a_clean.upload(ct.files)
+    store = OrthancStore(orthanc_a_clean.http_url, spool, parallel=3)
+    try:
+        for _ in range(2):
+            assert len(list(store.retrieve(RetrieveTarget(ct.study_instance_uid)))) == len(ct.files)
+            time.sleep(1.5)
+    finally:
+        store.close()
