@@ -32,7 +32,9 @@ from drimbox.errors import (
     PacsUnreachable,
 )
 from drimbox.pacs._library import configure_pynetdicom
+from drimbox.pacs.responses import Link, ResponseLog
 from drimbox.pacs.sockets import SocketTuner, handle_conn_open, tune_socket
+from drimbox.pacs.watchdog import Watchdog
 
 __all__ = ["Connector", "EventHandlers", "describe_peer"]
 
@@ -98,6 +100,7 @@ class Connector:
         ae.connection_timeout = dimse.connect_timeout_s
         ae.maximum_pdu_size = dimse.max_pdu
         self._ae = ae
+        self._watchdog = Watchdog(f"drimbox-watchdog-{remote.aet}")
         self._bind = ("" if local.host in _WILDCARD_HOSTS else local.host, 0)
 
     @property
@@ -111,8 +114,8 @@ class Connector:
         *,
         ext_neg: Sequence[Any] = (),
         evt_handlers: EventHandlers = (),
-    ) -> Association:
-        """Request an association proposing ``contexts``; return it established.
+    ) -> Link:
+        """Request an association proposing ``contexts``; return it established, with its response log.
 
         Raises
         ------
@@ -128,9 +131,11 @@ class Connector:
             The peer accepted none of ``contexts``.
         """
         probe = _Probe(self._tune)
+        log = ResponseLog(self._watchdog)
         handlers: list[tuple[Any, ...]] = [
             (evt.EVT_CONN_OPEN, _on_conn_open, [probe]),
             (evt.EVT_PDU_RECV, _on_pdu_recv, [probe]),
+            (evt.EVT_DIMSE_RECV, log.record),
             *evt_handlers,
         ]
         started = time.monotonic()
@@ -148,7 +153,7 @@ class Connector:
         except (socket.gaierror, OSError) as exc:
             raise PacsUnreachable(f"{self.peer}: cannot connect ({exc})") from exc
         if assoc.is_established:
-            return assoc
+            return Link(assoc, log)
         elapsed = time.monotonic() - started
         raise self._failure(assoc, probe, elapsed)
 

@@ -16,9 +16,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from pynetdicom.association import Association
-
 from drimbox.errors import DimseFailure, InvalidQuery, StudyNotFound
+from drimbox.pacs.responses import Link
 
 __all__ = ["AssociationPool", "Lease"]
 
@@ -32,14 +31,15 @@ _CLEAN_ENDINGS = (DimseFailure, InvalidQuery, StudyNotFound)
 class Lease:
     """One association lent to one operation."""
 
-    assoc: Association
+    link: Link
     reused: bool
     """Whether it came from the pool (it may have gone stale) rather than freshly opened."""
     broken: bool = False
     """Set by the operation when the association must not be reused."""
 
 
-def _close(assoc: Association) -> None:
+def _close(link: Link) -> None:
+    assoc = link.assoc
     if assoc.is_established:
         assoc.release()
     else:
@@ -49,20 +49,20 @@ def _close(assoc: Association) -> None:
 class AssociationPool:
     """Idle established associations, at most ``max_idle`` of them (0: no pooling)."""
 
-    def __init__(self, open_association: Callable[[], Association], max_idle: int) -> None:
+    def __init__(self, open_association: Callable[[], Link], max_idle: int) -> None:
         self._open = open_association
         self._max_idle = max_idle
-        self._idle: list[Association] = []
+        self._idle: list[Link] = []
         self._lock = threading.Lock()
         self._closed = False
 
-    def _take(self) -> Association | None:
+    def _take(self) -> Link | None:
         with self._lock:
             while self._idle:
-                assoc = self._idle.pop()
-                if assoc.is_established:
-                    return assoc
-                assoc.abort()
+                link = self._idle.pop()
+                if link.reusable:
+                    return link
+                link.assoc.abort()
         return None
 
     @contextmanager
@@ -70,8 +70,8 @@ class AssociationPool:
         """Borrow an association (a new one with ``fresh``); it returns to the pool on exit."""
         if self._closed:
             raise RuntimeError("the association pool is closed")
-        assoc = None if fresh else self._take()
-        lease = Lease(assoc, True) if assoc is not None else Lease(self._open(), False)
+        link = None if fresh else self._take()
+        lease = Lease(link, True) if link is not None else Lease(self._open(), False)
         try:
             yield lease
         except _CLEAN_ENDINGS:
@@ -83,15 +83,15 @@ class AssociationPool:
             self._give_back(lease)
 
     def _give_back(self, lease: Lease) -> None:
-        assoc = lease.assoc
-        if lease.broken or not assoc.is_established:
-            assoc.abort()
+        link = lease.link
+        if lease.broken or not link.reusable:
+            link.assoc.abort()
             return
         with self._lock:
             if not self._closed and len(self._idle) < self._max_idle:
-                self._idle.append(assoc)
+                self._idle.append(link)
                 return
-        _close(assoc)
+        _close(link)
 
     @property
     def idle(self) -> int:
@@ -104,5 +104,5 @@ class AssociationPool:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-        for assoc in idle:
-            _close(assoc)
+        for link in idle:
+            _close(link)

@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from pydicom import Dataset
-from pynetdicom.association import Association
 
 from drimbox.errors import RetrieveIncomplete
 from drimbox.pacs.channel import InstanceChannel, RetrieveOutcome
 from drimbox.pacs.exchange import Exchange, RetrieveModel
 from drimbox.pacs.models import RetrievedInstance
+from drimbox.pacs.responses import Link
 from drimbox.pacs.status import DimseStatus, describe
 
 __all__ = ["RetrieveJob", "merge_outcomes", "stream"]
@@ -54,23 +54,21 @@ class RetrieveJob:
     next_message_id: Callable[[], int]
     move_destination: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _current: tuple[Association, int] | None = None
+    _current: tuple[Link, int] | None = None
     _cancelled: bool = False
 
-    def run_on(self, assoc: Association) -> RetrieveOutcome:
-        """Issue every request on ``assoc`` in turn; stop early when cancelled."""
+    def run_on(self, link: Link) -> RetrieveOutcome:
+        """Issue every request on ``link`` in turn; stop early when cancelled."""
         outcomes: list[RetrieveOutcome] = []
         for identifier in self.identifiers:
             msg_id = self.next_message_id()
             with self._lock:
                 if self._cancelled:
                     break
-                self._current = (assoc, msg_id)
+                self._current = (link, msg_id)
             try:
                 outcomes.append(
-                    self.exchange.retrieve(
-                        assoc, self.model, identifier, msg_id, move_destination=self.move_destination
-                    )
+                    self.exchange.retrieve(link, self.model, identifier, msg_id, move_destination=self.move_destination)
                 )
             finally:
                 with self._lock:
@@ -84,7 +82,8 @@ class RetrieveJob:
             current = self._current
         if current is None:
             return
-        assoc, msg_id = current
+        link, msg_id = current
+        assoc = link.assoc
         if assoc.is_established:
             log.info("cancelling %s message %d to %s", self.model.name, msg_id, self.exchange.peer)
             assoc.send_c_cancel(msg_id, query_model=self.model.sop_class)
@@ -94,7 +93,7 @@ class RetrieveJob:
         with self._lock:
             current = self._current
         if current is not None:
-            current[0].abort()
+            current[0].assoc.abort()
 
 
 def stream(

@@ -119,7 +119,7 @@ class PacsClient:
 
     def echo(self) -> None:
         """C-ECHO the PACS (PS3.4 Annex A); returns when it answers Success."""
-        self._pooled(lambda lease: self._exchange.echo(lease.assoc, self._message_ids.next()))
+        self._pooled(lambda lease: self._exchange.echo(lease.link, self._message_ids.next()))
 
     def find(self, level: QueryLevel, query: Dataset | Mapping[str, object]) -> Iterator[Dataset]:
         """C-FIND in the Study Root model; yields each matching identifier as it arrives.
@@ -143,7 +143,7 @@ class PacsClient:
             with self._pool.lease(fresh=attempt == 2) as lease:
                 yielded = False
                 try:
-                    for answer in self._exchange.find(lease.assoc, identifier, self._message_ids.next()):
+                    for answer in self._exchange.find(lease.link, identifier, self._message_ids.next()):
                         yielded = True
                         yield answer
                     return
@@ -280,12 +280,12 @@ class PacsClient:
         def run() -> None:
             outcome: RetrieveOutcome
             try:
-                assoc = self._connector.associate(plan.contexts, ext_neg=plan.roles, evt_handlers=handlers)
+                link = self._connector.associate(plan.contexts, ext_neg=plan.roles, evt_handlers=handlers)
                 try:
-                    outcome = job.run_on(assoc)
+                    outcome = job.run_on(link)
                 finally:
-                    if assoc.is_established:
-                        assoc.release()
+                    if link.assoc.is_established:
+                        link.assoc.release()
             except BaseException as exc:  # handed over to the consumer, raised there
                 outcome = RetrieveOutcome(status=None, error=exc)
             channel.finish(outcome)
@@ -310,7 +310,7 @@ class PacsClient:
 
             def run() -> None:
                 try:
-                    outcome = self._pooled(lambda lease: job.run_on(lease.assoc))
+                    outcome = self._pooled(lambda lease: job.run_on(lease.link))
                 except BaseException as exc:  # handed over to the consumer, raised there
                     channel.finish(RetrieveOutcome(status=None, error=exc))
                     return

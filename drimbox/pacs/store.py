@@ -9,14 +9,12 @@ contexts, 128 per association, and each batch of files goes over its own associa
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
-from pynetdicom.association import Association
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING
 
 from drimbox.errors import NoAcceptableContext
@@ -25,6 +23,7 @@ from drimbox.pacs.contexts import store_batches
 from drimbox.pacs.exchange import Exchange
 from drimbox.pacs.mediator import MessageIds
 from drimbox.pacs.models import StoreFailure, StoreReport
+from drimbox.pacs.responses import Link
 from drimbox.pacs.status import Service, category, describe
 
 __all__ = ["FileHeader", "read_headers", "store_files"]
@@ -85,23 +84,12 @@ def _not_accepted(exchange: Exchange, header: FileHeader) -> StoreFailure:
     )
 
 
-def _send(assoc: Association, exchange: Exchange, header: FileHeader, msg_id: int, tally: _Tally) -> None:
-    started = time.monotonic()
+def _send(link: Link, exchange: Exchange, header: FileHeader, msg_id: int, tally: _Tally) -> None:
     try:
-        status = assoc.send_c_store(header.path, msg_id=msg_id)
+        code = exchange.store(link, header.path, msg_id)
     except ValueError:  # no accepted context for this exact (SOP class, transfer syntax)
-        tally.failed.append(
-            StoreFailure(
-                header.path,
-                header.sop_instance_uid,
-                f"{exchange.peer} accepted no presentation context for {header.sop_class_uid} "
-                f"in transfer syntax {header.transfer_syntax_uid}",
-            )
-        )
+        tally.failed.append(_not_accepted(exchange, header))
         return
-    if "Status" not in status:
-        raise exchange.silence(assoc, time.monotonic() - started, "C-STORE")
-    code = int(status.Status)
     tally.sent += header.path.stat().st_size
     kind = category(code)
     if kind == STATUS_SUCCESS:
@@ -110,12 +98,7 @@ def _send(assoc: Association, exchange: Exchange, header: FileHeader, msg_id: in
         tally.warnings.append((header.sop_instance_uid, code))
     else:
         tally.failed.append(
-            StoreFailure(
-                header.path,
-                header.sop_instance_uid,
-                f"refused: {describe(code, Service.STORE)}",
-                code,
-            )
+            StoreFailure(header.path, header.sop_instance_uid, f"refused: {describe(code, Service.STORE)}", code)
         )
 
 
@@ -131,16 +114,19 @@ def store_files(
     for contexts in store_batches(h.pair for h in headers):
         proposed = {(str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in contexts}
         batch = [h for h in headers if h.pair in proposed]
-        try:
-            assoc = connector.associate(contexts)
-        except NoAcceptableContext:
-            for header in batch:
-                tally.failed.append(_not_accepted(exchange, header))
-            continue
+        link: Link | None = None
         try:
             for header in batch:
-                _send(assoc, exchange, header, message_ids.next(), tally)
+                if link is None or not link.reusable:  # first file, or recovered from a lost response
+                    if link is not None:
+                        link.assoc.abort()
+                    try:
+                        link = connector.associate(contexts)
+                    except NoAcceptableContext:
+                        tally.failed.extend(_not_accepted(exchange, h) for h in batch)
+                        break
+                _send(link, exchange, header, message_ids.next(), tally)
         finally:
-            if assoc.is_established:
-                assoc.release()
+            if link is not None and link.assoc.is_established:
+                link.assoc.release()
     return tally.report()

@@ -46,13 +46,13 @@ def test_requestor_socket_has_nodelay_before_the_associate_request(
 ) -> None:
     spy = _Spy()
     connector = Connector(node_ae, orthanc_a.remote_ae(), dimse_settings, tune=spy.tune)
-    assoc = connector.associate(query_contexts(), evt_handlers=[(evt.EVT_PDU_SENT, spy.on_pdu_sent)])
+    link = connector.associate(query_contexts(), evt_handlers=[(evt.EVT_PDU_SENT, spy.on_pdu_sent)])
     try:
         assert spy.pdus_sent >= 1  # the A-ASSOCIATE-RQ
         assert spy.nodelay == [1]
         assert spy.pdus_sent_before_tuning == [0]
     finally:
-        assoc.release()
+        link.assoc.release()
 
 
 @pytest.fixture()
