@@ -11,6 +11,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -25,6 +26,7 @@ __all__ = [
     "HttpSettings",
     "LocalAE",
     "NodeSettings",
+    "PublishSettings",
     "RegistryClientSettings",
     "RemoteAE",
     "StorageSettings",
@@ -121,11 +123,35 @@ class AuthSettings(_Strict):
     """Accept any request as a fixed developer identity. Loud in the logs; refused together with TLS."""
 
 
+def _check_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r} (IANA name expected, e.g. Europe/Paris)") from exc
+    return value
+
+
 class Hl7Settings(_Strict):
     """The MLLP listener that receives reports from the RIS."""
 
     host: str = "127.0.0.1"
     port: Port = 2575
+    max_message_bytes: Annotated[int, Field(ge=1024, le=2**31)] = 32 * 1024 * 1024
+    """Largest message accepted (a CDA with its PDF is typically 0.3-3 MB); larger frames get AR."""
+    max_connections: Annotated[int, Field(ge=1, le=1000)] = 16
+    """Concurrent MLLP connections; more are closed at once (a RIS uses one or two)."""
+    idle_timeout_s: Annotated[float, Field(gt=0, le=86400)] = 900.0
+    """A connection with no frame started for this long is closed (the RIS reconnects)."""
+    frame_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Longest time to receive one frame once started; then it is answered AR if possible and closed."""
+    shutdown_grace_s: Annotated[float, Field(ge=0, le=600)] = 10.0
+    """On stop, how long messages being processed may take to get their ACK."""
+    application: Annotated[str, Field(min_length=1, max_length=180)] = "DRIMBOX"
+    """MSH-3 of ACKs when the message's MSH-5 (receiving application) is empty."""
+    facility: str = ""
+    """MSH-4 of ACKs when the message's MSH-6 (receiving facility) is empty."""
+    timezone: Annotated[str, AfterValidator(_check_zone)] = "Europe/Paris"
+    """Zone of CDA/HL7 timestamps that carry no UTC offset (an overseas site sets its own)."""
 
 
 class RegistryClientSettings(_Strict):
@@ -148,6 +174,100 @@ class StorageSettings(_Strict):
     def quarantine_dir(self) -> Path:
         """Where C-STOREs that match no pending request are kept for an operator."""
         return self.data_dir / "quarantine"
+
+
+class CodeSetting(_Strict):
+    """A coded value for XDS metadata: code, coding scheme (OID), display name."""
+
+    code: Annotated[str, Field(min_length=1)]
+    scheme: Annotated[str, Field(min_length=1)]
+    display: str = ""
+
+
+class PublishSettings(_Strict):
+    """KOS publication to the national registry (XDS.b, DESIGN F3/F4): outbox, endpoints, identity, codes.
+
+    Coded defaults follow the ANS validator samples; a site sets its own facility type and practice
+    setting. Values taken from the CDA header (practice setting, facility type) win over these.
+    """
+
+    enabled: bool = True
+    """Run the outbox worker in the node (the MLLP listener queues either way)."""
+    outbox_path: Path | None = None
+    """The outbox SQLite file; default ``<data_dir>/outbox.sqlite3``."""
+    workers: Annotated[int, Field(ge=1, le=16)] = 2
+    """Jobs of different exams published in parallel (one exam's jobs never run together)."""
+    lease_s: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    """How long a worker holds a job without progress before another may take it."""
+    poll_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    retry_base_s: Annotated[float, Field(gt=0, le=86400)] = 5.0
+    """First retry delay of a transient failure (then doubled, with jitter)."""
+    retry_max_s: Annotated[float, Field(gt=0, le=86400)] = 3600.0
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 30
+    """Runs before a transiently failing job goes to the dead-letter list."""
+    registry_url: str | None = None
+    """Document Registry (ITI-18, ITI-57); default ``<registry.base_url>/xds/registry``."""
+    repository_url: str | None = None
+    """Document Repository (ITI-41, ITI-43); default ``<registry.base_url>/xds/repository``."""
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    organisation_id: str = ""
+    """The structure's IdNatStruct (``1`` + FINESS, ``3`` + SIRET): VIHF ``Identifiant_Structure`` and the
+    fallback authorInstitution."""
+    organisation_name: str = ""
+    source_id: Annotated[str | None, Field(pattern=r"^[0-2](\.(0|[1-9][0-9]*))+$")] = None
+    """OID of this node as a document source (``XDSSubmissionSet.sourceId``); default derived from its name."""
+    signing_cert_file: Path | None = None
+    """Organisation certificate signing the VIHF assertion and the DSG document; default ``tls.cert_file``."""
+    signing_key_file: Path | None = None
+    """Its private key; default ``tls.key_file``."""
+    lps_id: str = "DRIMBOX"
+    lps_name: str = "drimbox"
+    lps_version: str = "0.1.0"
+    lps_homologation_id: str = ""
+    """``LPS_ID_HOMOLOGATION_DMP`` given by the ANS when the software is homologated."""
+    activity_sector: CodeSetting = CodeSetting(code="SA07", scheme="1.2.250.1.71.4.2.4",
+                                               display="Cabinet individuel")
+    """VIHF ``Secteur_Activite`` (TRE_A02-SecteurActivite)."""
+    healthcare_facility_type: CodeSetting = CodeSetting(code="SA07", scheme="1.2.250.1.71.4.2.4",
+                                                        display="Cabinet individuel")
+    practice_setting: CodeSetting = CodeSetting(code="AMBULATOIRE", scheme="1.2.250.1.213.1.1.4.9",
+                                                display="Ambulatoire")
+    content_type: CodeSetting = CodeSetting(code="04", scheme="1.2.250.1.213.2.2", display="Hospitalisation de jour")
+    """Submission set contentTypeCode (the ANS sample's value; set the site's own)."""
+    author_role: CodeSetting = CodeSetting(code="10", scheme="1.2.250.1.71.1.2.7", display="Médecin")
+    """Profession of the report's author (VIHF role, authorRole)."""
+    author_specialty: CodeSetting = CodeSetting(code="SM44", scheme="1.2.250.1.71.4.2.5",
+                                                display="Radio-diagnostic et imagerie médicale (SM)")
+    modality_scheme: str = "1.2.250.1.213.1.1.5.618"
+    """Coding scheme of modality event codes (the ANS sample's)."""
+    region_scheme: str = "1.2.250.1.213.1.1.5.695"
+    """Coding scheme of anatomic region event codes (SNOMED CT concepts; the ANS cross-validation sample's)."""
+    accession_issuer: str | None = None
+    """Issuer (OID) of accession numbers when the report gives none."""
+    timezone: str = "Europe/Paris"
+    """The site's zone: DICOM dates and times are its local wall clock (overseas sites set theirs)."""
+    publish_cda: bool = False
+    """Also publish the CDA report as a second document entry of the same submission."""
+    cda_class_code: CodeSetting = CodeSetting(code="10", scheme="1.2.250.1.213.1.1.4.1", display="Compte rendu")
+    cda_format_code: CodeSetting = CodeSetting(code="urn:asip:ci-sis:cr-img:2016", scheme="1.2.250.1.213.1.1.4.2.282",
+                                               display="CR d'imagerie médicale")
+    refresh_after_s: tuple[float, ...] = ()
+    """After a publication, walk the PACS again after these delays and republish (RPLC) if images came later."""
+    crash_point: Literal["before-commit", "before-ack", "after-send", "before-done"] | None = None
+    """TESTS ONLY: die (``os._exit``) at this point of the publication path (crash-safety acceptance)."""
+    crash_after: Annotated[int, Field(ge=1)] = 1
+    """TESTS ONLY: die the n-th time the crash point is reached."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (IANA name expected, e.g. Indian/Reunion)") from exc
+        return value
 
 
 _GiB = 1024**3
@@ -200,6 +320,7 @@ class NodeSettings(BaseSettings):
     registry: RegistryClientSettings = RegistryClientSettings()
     storage: StorageSettings = StorageSettings()
     dicomweb: DicomwebSettings = DicomwebSettings()
+    publish: PublishSettings = PublishSettings()
     log_format: Literal["console", "json"] = "console"
 
     @field_validator("pacs", mode="before")

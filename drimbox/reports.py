@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import StrEnum
 
 __all__ = [
+    "CodedValue",
     "IdentityStatus",
     "ImagingReport",
     "Organisation",
@@ -70,6 +71,8 @@ class PatientIdentity:
     used_family_name: str | None = None
     birth_place_code: str | None = None
     """INSEE code of the birth place (PID-11 type BDL)."""
+    used_given_name: str | None = None
+    """Prénom utilisé (PID-5 repetition of type D, component 2), when the RIS sends one."""
 
     @property
     def first_given_name(self) -> str:
@@ -107,6 +110,27 @@ class Visibility:
     invisible_to_patient: bool = False
     invisible_to_legal_representatives: bool = False
     to_dmp: bool = True
+    secret_connection: bool = False
+    """CONNEXION_SECRETE: the document belongs to a "connexion secrète" stay."""
+    confidentiality_modified: bool = False
+    """MODIF_CONF_CODE: the confidentiality flags differ from the previous version's."""
+    to_mssante_professionals: bool = False
+    """DESTMSSANTEPS: also send to health professionals over MSSanté (not the node's job)."""
+    to_mssante_patient: bool = False
+    """DESTMSSANTEPAT: also send to the patient's MSSanté mailbox (not the node's job)."""
+    ack_reception: bool = False
+    """ACK_RECEPTION: the sender asks for an MSSanté reception acknowledgement."""
+    ack_reading: bool = False
+    """ACK_LECTURE_MSS: the sender asks for an MSSanté reading acknowledgement."""
+
+
+@dataclass(frozen=True, slots=True)
+class CodedValue:
+    """A coded value of the CDA header (CD/CE data type): code, code system OID, display name."""
+
+    code: str
+    system: str
+    display: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,3 +163,25 @@ class ImagingReport:
     order_id: str | None = None
     cda: bytes = field(default=b"", repr=False)
     """The CDA R2 document as received (XML bytes, decoded from OBX-5 base64)."""
+    message_type: str = ""
+    """MSH-9 as ``code^trigger`` (``ORU^R01``, ``MDM^T02``, ``MDM^T10``, ``MDM^T04``), for audit."""
+    parent_document_id: str | None = None
+    """The document this version replaces (CDA ``relatedDocument[@typeCode=RPLC]``, else TXA-13)."""
+    custodian: Organisation | None = None
+    """The organisation keeping the document (CDA ``custodian``)."""
+    sender: Practitioner | None = None
+    """The professional on whose behalf the message was sent (PRT-5 of the PRT ``SB`` participation)."""
+    sender_organisation: Organisation | None = None
+    """The structure behind the sending (PRT-8 of the PRT ``SB`` participation, IdNatStruct)."""
+    language_code: str | None = None
+    """CDA ``languageCode`` (``fr-FR``)."""
+    confidentiality_code: CodedValue | None = None
+    """CDA ``confidentialityCode`` (HL7 v3 Confidentiality, ``N`` normally)."""
+    document_code: CodedValue | None = None
+    """CDA ``code`` (LOINC ``18748-4``); its first translation is in :attr:`exam_codes` too."""
+    exam_codes: tuple[CodedValue, ...] = ()
+    """``serviceEvent/code`` and its translations: exam act (LOINC, CCAM), modality (DCM), region (SNOMED CT)."""
+    practice_setting: CodedValue | None = None
+    """The author organisation's ``standardIndustryClassCode`` (XDS practiceSettingCode)."""
+    healthcare_facility_type: CodedValue | None = None
+    """``componentOf/encompassingEncounter/location/healthCareFacility/code`` (XDS healthcareFacilityTypeCode)."""
