@@ -17,7 +17,7 @@ import httpx
 from lxml import etree
 
 from drimbox.publish.errors import RegistryError, RegistryErrorDetail, XdsTransportError
-from drimbox.publish.xds.mtom import encode_mtom, parse_soap_response, resolve_include
+from drimbox.publish.xds.mtom import Attachment, encode_mtom, parse_soap_response, resolve_include
 from drimbox.publish.xds.requests import (
     DocumentPart,
     FindDocumentsQuery,
@@ -31,7 +31,7 @@ from drimbox.publish.xds.rim import RegistryDocument, SubmissionSet, parse_extri
 from drimbox.publish.xds.soap import body_child, build_envelope, check_fault, require_success
 from drimbox.publish.xds.vocabulary import ACTION, NS
 
-__all__ = ["RetrievedDocument", "XdsClient", "XdsEndpoints"]
+__all__ = ["RetrievedDocument", "XdsClient", "XdsEndpoints", "iti41_envelope"]
 
 _RIM = f"{{{NS['rim']}}}"
 _RS = f"{{{NS['rs']}}}"
@@ -54,6 +54,13 @@ class RetrievedDocument:
     document_unique_id: str
     mime_type: str
     content: bytes
+
+
+def iti41_envelope(url: str, metadata: etree._Element, documents: Sequence[DocumentPart], *,
+                   assertion: etree._Element | None) -> tuple[etree._Element, list[Attachment]]:
+    """The ITI-41 SOAP envelope (documents as ``xop:Include``) and the MTOM parts it references."""
+    body, attachments = provide_and_register_request(metadata, documents)
+    return build_envelope(ACTION.ITI41, url, body, assertion=assertion), attachments
 
 
 def _serialise(envelope: etree._Element) -> bytes:
@@ -107,8 +114,7 @@ class XdsClient:
                              assertion: etree._Element | None) -> tuple[RegistryErrorDetail, ...]:
         """ITI-41 Provide and Register Document Set-b; returns the warnings of a success."""
         url = self.endpoints.repository
-        body, attachments = provide_and_register_request(metadata, documents)
-        envelope = build_envelope(ACTION.ITI41, url, body, assertion=assertion)
+        envelope, attachments = iti41_envelope(url, metadata, documents, assertion=assertion)
         message = encode_mtom(_serialise(envelope), attachments, ACTION.ITI41)
         reply, _ = self._post(url, message.content_type, message.body, "ITI-41")
         return require_success(body_child(reply), "ITI-41")

@@ -23,6 +23,7 @@ __all__ = [
     "RegistryDocument",
     "Submission",
     "SubmissionSet",
+    "association_slots",
     "dtm",
     "has_member",
     "parse_extrinsic_object",
