@@ -19,6 +19,7 @@ from drimbox.errors import ConfigError
 from drimbox.pacs import MoveMediator, PacsClient
 from drimbox.stores.dimse import DimseStore
 from drimbox.stores.orthanc import OrthancStore
+from drimbox.stores.ownership import CacheLock
 from drimbox.stores.prefetch import PrefetchJobs
 from drimbox.stores.spool import Spool
 
@@ -59,16 +60,18 @@ class DicomwebService:
     site_settings: GatewaySettings
     network_settings: GatewaySettings
     prefetch: PrefetchJobs
+    lock: CacheLock
     _dimse: PacsClient | None = None
 
     def close(self) -> None:
-        """Stop prefetching, release connections and the cache index."""
+        """Stop prefetching, release connections, the cache index and the cache directory."""
         self.prefetch.close()
         if isinstance(self.upstream, OrthancStore):
             self.upstream.close()
         if self._dimse is not None:
             self._dimse.close()
         self.cache.close()
+        self.lock.release()
 
 
 def _dirs(settings: NodeSettings) -> tuple[Path, Path]:
@@ -95,10 +98,27 @@ def build_dicomweb(settings: NodeSettings, *, mediator: MoveMediator | None = No
     mediator
         The node's C-MOVE mediator, shared with its running SCP; without it a PACS that has no
         C-GET (``pacs.supports_c_get = false``) cannot be retrieved from over DIMSE.
+
+    Raises
+    ------
+    ConfigError
+        A bad ``[dicomweb]`` choice, or the cache directory in use by another process.
     """
-    web = settings.dicomweb
     kind = backend_kind(settings)
     cache_dir, spool_dir = _dirs(settings)
+    lock = CacheLock(cache_dir)  # before anything deletes leftovers there (see drimbox.stores.ownership)
+    try:
+        return _build(settings, kind, cache_dir, spool_dir, lock, mediator)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _build(
+    settings: NodeSettings, kind: BackendKind, cache_dir: Path, spool_dir: Path, lock: CacheLock,
+    mediator: MoveMediator | None,
+) -> DicomwebService:  # fmt: skip
+    web = settings.dicomweb
     spool = Spool(spool_dir)
     dimse: PacsClient | None = None
     upstream: DimseStore | OrthancStore
@@ -118,4 +138,4 @@ def build_dicomweb(settings: NodeSettings, *, mediator: MoveMediator | None = No
     site = _gateway_settings(settings, spool, web.public_url)
     network = _gateway_settings(settings, spool, f"{network_url.rstrip('/')}/dicom-web" if network_url else None)
     log.info("dicomweb backend %s over %r, cache %s", kind, upstream, cache_dir)
-    return DicomwebService(kind, upstream, cache, store, spool, site, network, PrefetchJobs(store), dimse)
+    return DicomwebService(kind, upstream, cache, store, spool, site, network, PrefetchJobs(store), lock, dimse)

@@ -69,6 +69,10 @@ def prefetch_study(
     return already
 
 
+class _Stopping(Exception):
+    """The node is stopping: abandon the study in progress (its retrieval is cancelled)."""
+
+
 class PrefetchJobs:
     """Background prefetch jobs over ``store`` (one study at a time), looked up by id."""
 
@@ -77,6 +81,7 @@ class PrefetchJobs:
         self._keep = keep
         self._jobs: OrderedDict[str, PrefetchJob] = OrderedDict()
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
 
     def submit(self, study_uids: Sequence[str]) -> PrefetchJob:
@@ -101,9 +106,15 @@ class PrefetchJobs:
             def count(instance: InstanceFile, study: StudyPrefetch = study) -> None:
                 study.instances += 1
                 study.bytes += instance.size
+                if self._stopping.is_set():
+                    raise _Stopping
 
             try:
+                if self._stopping.is_set():
+                    raise _Stopping
                 study.from_cache = prefetch_study(self._store, study.study_uid, count)
+            except _Stopping:
+                study.state, study.error = "failed", "the node stopped before the study was complete"
             except GatewayError as exc:
                 study.state, study.error = "failed", f"{type(exc).__name__}: {exc}"
             except Exception as exc:  # reported in the job rather than lost in a worker thread
@@ -112,5 +123,7 @@ class PrefetchJobs:
                 study.state = "done"
 
     def close(self) -> None:
-        """Stop taking jobs; the study in progress finishes in the background."""
-        self._worker.shutdown(wait=False, cancel_futures=True)
+        """Stop: queued jobs are dropped, the study in progress is abandoned at its next instance
+        (its retrieval cancelled), before the cache it writes to is closed."""
+        self._stopping.set()
+        self._worker.shutdown(wait=True, cancel_futures=True)

@@ -57,6 +57,17 @@ def test_invalid_dicomweb_settings_name_the_key(tmp_path: Path, key: str, value:
     assert info.value.key == f"dicomweb.{key}"
 
 
+def test_one_process_at_a_time_on_a_cache(tmp_path: Path) -> None:
+    first = build_dicomweb(_settings(tmp_path))
+    try:
+        with pytest.raises(ConfigError) as info:
+            build_dicomweb(_settings(tmp_path))
+        assert info.value.key == "dicomweb.cache_dir" and "in use" in str(info.value)
+    finally:
+        first.close()
+    build_dicomweb(_settings(tmp_path)).close()  # released with the first
+
+
 def test_limits_reach_the_gateway(tmp_path: Path) -> None:
     settings = _settings(tmp_path, max_results=200, max_stow_bytes=1000, retry_after_s=9,
                          public_url="https://pacs.example/dicom-web")  # fmt: skip

@@ -11,8 +11,8 @@ import tomli_w
 from storetest import Corpus, Pacs
 
 from dicomweb_gateway import CachingStore, FileStore, RetrieveTarget
-from drimbox.config import LocalAE
-from drimbox.stores import DimseStore, OrthancStore, PrefetchJob, PrefetchJobs
+from drimbox.config import LocalAE, load_settings
+from drimbox.stores import DimseStore, OrthancStore, PrefetchJob, PrefetchJobs, build_dicomweb
 
 
 def _wait(job: PrefetchJob) -> PrefetchJob:
@@ -74,3 +74,10 @@ def test_cli_prefetch(pacs: Pacs, corpus: Corpus, tmp_path: Path, scu_ae: LocalA
     assert "0 of 1 studies" in failing.stdout
     bad = subprocess.run([*argv[:-1], "not-a-uid"], capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode == 2 and "not a Study Instance UID" in bad.stderr
+    # With the node running on the same cache, the command refuses rather than race it.
+    running = build_dicomweb(load_settings(config))
+    try:
+        busy = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        running.close()
+    assert busy.returncode == 2 and "POST /api/prefetch" in busy.stderr
