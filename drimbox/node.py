@@ -18,7 +18,10 @@ import uvicorn
 from drimbox.app import create_network_app, create_site_app
 from drimbox.config import NodeSettings
 from drimbox.errors import ConfigError
+from drimbox.hl7 import MllpListener
 from drimbox.pacs import MoveMediator, NodeScp, PacsClient
+from drimbox.publish.kos import node_kos_factory
+from drimbox.publish.service import PublicationService
 from drimbox.stores import build_dicomweb, network_dicomweb_router, prefetch_router, site_dicomweb_router
 from drimbox.trust import JwtVerifier, TokenVerifier
 
@@ -60,18 +63,25 @@ class Node:
                                         pacs_label=label, extra_routers=site_routers)
         self.network_app = create_network_app(node_name=settings.name, verifier=self.verifier,
                                               extra_routers=network_routers)
+        # F1/F3: the MLLP listener ACKs a report once the outbox has committed its job.
+        self.publication = PublicationService(settings, self.pacs, node_kos_factory(settings))
+        self.hl7 = MllpListener(settings.hl7, self.publication.accept)
 
     def start(self) -> None:
         """Start the DIMSE SCP."""
         for directory in (self.settings.storage.incoming_dir, self.settings.storage.quarantine_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.scp.start()
+        self.publication.start()  # resumes the jobs a previous run left in flight
+        self.hl7.start()
         log.warning("network face DICOMweb: the KOS-SOPInstanceUID manifest scope is not enforced yet "
                     "(DESIGN §2b, trust issue); any authenticated peer may retrieve any study", node=self.settings.name)
 
     def stop(self) -> None:
-        """Stop accepting associations, then release pooled associations and the DICOMweb backends."""
+        """Stop taking reports and associations, settle publications, release the PACS and DICOMweb backends."""
+        self.hl7.stop()
         self.scp.stop()
+        self.publication.stop()
         self.pacs.close()
         self.dicomweb.close()
 
