@@ -13,13 +13,14 @@ from pathlib import Path
 
 import xmlsec
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from lxml import etree
 
 from drimbox.errors import ConfigError
 
-__all__ = ["Signer"]
+__all__ = ["Signer", "verify_raw_signature"]
 
 
 class Signer:
@@ -38,10 +39,13 @@ class Signer:
         private = serialization.load_pem_private_key(key_pem, password=None)
         if isinstance(private, rsa.RSAPrivateKey):
             self.sign_method = xmlsec.constants.TransformRsaSha256
+            self.method_uri = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
         elif isinstance(private, ec.EllipticCurvePrivateKey):
             self.sign_method = xmlsec.constants.TransformEcdsaSha256
+            self.method_uri = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256"
         else:
             raise ConfigError("publish.signing_key_file: an RSA or EC private key is required")
+        self._private = private
         self._key_pem = key_pem
         self._cert_pem = self.certificate.public_bytes(serialization.Encoding.PEM)
 
@@ -97,3 +101,29 @@ class Signer:
         for element, attribute in id_attributes:
             ctx.register_id(element, attribute)
         ctx.sign(signature)
+
+    def raw_signature(self, data: bytes) -> bytes:
+        """The XML DSig ``SignatureValue`` bytes of ``data`` with SHA-256.
+
+        RSA: PKCS#1 v1.5 (RFC 3447 8.2). ECDSA: the raw ``r || s`` pair, each on the curve's size (RFC 4051
+        3.3.1), not the DER form ``cryptography`` returns.
+        """
+        if isinstance(self._private, rsa.RSAPrivateKey):
+            return self._private.sign(data, padding.PKCS1v15(), hashes.SHA256())
+        assert isinstance(self._private, ec.EllipticCurvePrivateKey)
+        r, s = decode_dss_signature(self._private.sign(data, ec.ECDSA(hashes.SHA256())))
+        size = (self._private.curve.key_size + 7) // 8
+        return r.to_bytes(size, "big") + s.to_bytes(size, "big")
+
+
+def verify_raw_signature(certificate: x509.Certificate, method_uri: str, signature: bytes, data: bytes) -> None:
+    """Check a ``SignatureValue`` made by :meth:`Signer.raw_signature` (``InvalidSignature`` if wrong)."""
+    public = certificate.public_key()
+    if method_uri.endswith("rsa-sha256") and isinstance(public, rsa.RSAPublicKey):
+        public.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+    elif method_uri.endswith("ecdsa-sha256") and isinstance(public, ec.EllipticCurvePublicKey):
+        half = len(signature) // 2
+        der = encode_dss_signature(int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big"))
+        public.verify(der, data, ec.ECDSA(hashes.SHA256()))
+    else:
+        raise ValueError(f"signature method {method_uri} does not match the certificate's key")
