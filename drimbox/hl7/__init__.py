@@ -26,7 +26,7 @@ from drimbox.hl7.errors import (
     UnsupportedMessageType,
     UnsupportedVersion,
 )
-from drimbox.hl7.header import DEFAULT_HEADER, MessageHeader, read_header
+from drimbox.hl7.header import DEFAULT_HEADER, MessageHeader, read_header, salvage_header
 from drimbox.hl7.listener import Accept, MllpListener
 from drimbox.hl7.mllp import frame
 from drimbox.hl7.parse import SUPPORTED_EVENTS, parse_report
@@ -60,4 +60,5 @@ __all__ = [
     "parse_report",
     "read_cda",
     "read_header",
+    "salvage_header",
 ]

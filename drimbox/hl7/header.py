@@ -9,11 +9,12 @@ the message's own delimiters. Fields are kept *raw* (still escaped) so that echo
 from __future__ import annotations
 
 import codecs
+import re
 from dataclasses import dataclass
 
 from drimbox.hl7.errors import ErrorCode, ErrorLocation, HeaderError
 
-__all__ = ["DEFAULT_HEADER", "MessageHeader", "python_codec", "read_header"]
+__all__ = ["DEFAULT_HEADER", "MessageHeader", "python_codec", "read_header", "salvage_header"]
 
 # HL7 table 0211 (Alternate Character Sets) → Python codec. UTF-16/32 are left out on purpose:
 # their bytes may contain 0x0B/0x1C, which MLLP cannot frame.
@@ -58,7 +59,7 @@ def python_codec(charset: str) -> str | None:
         return known
     try:
         name = codecs.lookup(value).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
         name = ""
     if name in _TOLERATED:
         return name
@@ -225,6 +226,8 @@ def read_header(data: bytes) -> MessageHeader:
     # (delimiters, ids, MSH-18) are ASCII in every character set HL7 allows for MSH.
     raw = text[:end]
     line = raw.decode("latin-1")
+    if len(line) < 8:
+        raise HeaderError("the MSH segment is too short to hold its delimiters", ErrorLocation("MSH"))
     field_sep = line[3]
     rest = line[4:].split(field_sep)
     _check_delimiters(field_sep, rest[0])
@@ -233,3 +236,26 @@ def read_header(data: bytes) -> MessageHeader:
     # the ACK gives back the sender's own characters.
     line = raw.decode(codec or "utf-8", errors="replace")
     return MessageHeader(fields=("MSH", field_sep, *line[4:].split(field_sep)), codec=codec)
+
+
+def salvage_header(data: bytes) -> MessageHeader:
+    """The best header for answering a message whose MSH :func:`read_header` refused.
+
+    When the field separator is usable, the MSH fields are kept (so that the ACK still echoes
+    MSH-10 and goes back to MSH-3/4) with the standard encoding characters ``^~\\&`` and no
+    declared character set; otherwise :data:`DEFAULT_HEADER`.
+    """
+    text = data.lstrip(b" \t\r\n")
+    if not text.startswith(b"MSH") or len(text) < 5:
+        return DEFAULT_HEADER
+    line = re.split(rb"[\r\n]", text, maxsplit=1)[0].decode("ascii", errors="replace")
+    if len(line) < 5:
+        return DEFAULT_HEADER
+    field_sep = line[3]
+    if not field_sep.isascii() or not field_sep.isprintable() or field_sep.isalnum() or field_sep.isspace():
+        return DEFAULT_HEADER
+    rest = line[4:].split(field_sep)
+    fields = ["MSH", field_sep, DEFAULT_HEADER.encoding_characters, *rest[1:]]
+    if len(fields) > 18:
+        fields[18] = ""  # the character set may be the very thing refused
+    return MessageHeader(fields=tuple(fields))

@@ -35,7 +35,7 @@ import structlog
 from drimbox.config import Hl7Settings
 from drimbox.hl7.ack import build_ack, encode_ack
 from drimbox.hl7.errors import AckCode, ApplicationInternalError, FramingError, HeaderError, Hl7Error
-from drimbox.hl7.header import DEFAULT_HEADER, MessageHeader, read_header
+from drimbox.hl7.header import DEFAULT_HEADER, MessageHeader, read_header, salvage_header
 from drimbox.hl7.mllp import AbandonedFrame, Frame, FrameDecoder, Garbage, OversizedFrame, frame
 from drimbox.hl7.parse import parse_report
 from drimbox.reports import ImagingReport
@@ -263,7 +263,9 @@ class MllpListener:
         try:
             header = read_header(head)
         except HeaderError:
-            return None
+            header = salvage_header(head)
+            if header is DEFAULT_HEADER:
+                return None
         return self._ack(header, error.ack_code, error)
 
     def _ack(self, header: MessageHeader, code: AckCode, error: Hl7Error | None = None) -> bytes:
@@ -294,7 +296,7 @@ class MllpListener:
             header = read_header(payload)
         except HeaderError as exc:
             log.warning("HL7 message refused: unreadable MSH", peer=peer, error=str(exc))
-            return self._ack(DEFAULT_HEADER, exc.ack_code, exc)
+            return self._ack(salvage_header(payload), exc.ack_code, exc)
         context = {"peer": peer, "control_id": header.control_id, "type": header.message_type}
         if header.message_code == "ACK":
             log.info("HL7 ACK received; not acknowledged", **context)

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from drimbox.hl7 import HeaderError, is_valid_ins, read_header
+from drimbox.hl7 import DEFAULT_HEADER, HeaderError, is_valid_ins, read_header, salvage_header
 from drimbox.hl7.cda import _repair
 from drimbox.hl7.participants import id_nat_struct
 from drimbox.hl7.timestamps import parse_timestamp
@@ -102,3 +102,14 @@ def test_tolerated_charset_spellings(charset: str) -> None:
 def test_unreadable_headers(data: bytes) -> None:
     with pytest.raises(HeaderError):
         read_header(data)
+
+
+def test_salvaged_header_keeps_what_can_be_echoed() -> None:
+    header = salvage_header(b"MSH|^^\\&|RIS|SITE|BOX|HOSP|2025||ORU^R01^ORU_R01|C9|P|2.5||||||KOI8\rPID|")
+    assert (header.control_id, header.field(3), header.version, header.codec) == ("C9", "RIS", "2.5", None)
+    assert header.encoding_characters == "^~\\&" and header.character_set == ""
+
+
+@pytest.mark.parametrize("data", [b"", b"garbage", b"MSH1^~\\&1", b"MSH", b"MSH\r^~\\&|"])
+def test_nothing_to_salvage(data: bytes) -> None:
+    assert salvage_header(data) is DEFAULT_HEADER
