@@ -1,16 +1,29 @@
 """Assembly of the registry's HTTP app.
 
-The registry is the national index of study references (the DMP's role in production). Its XDS.b
-transactions, MHD view and signed trust list are mounted here as they land; only liveness exists
-in the foundation step.
+The registry is the national index of study references (the DMP's role in production):
+
+- ``POST /xds/repository`` — Document Repository: ITI-41 Provide and Register, ITI-43 Retrieve (SOAP 1.2, MTOM)
+- ``POST /xds/registry`` — Document Registry: ITI-18 Stored Query, ITI-57 Update Document Set (SOAP 1.2)
+- ``GET /fhir/DocumentReference``, ``/fhir/DocumentReference/{id}``, ``/fhir/Binary/{id}`` — MHD ITI-67/68
+- ``GET /healthz`` — liveness, the only unauthenticated route
+
+The schema is migrated to Alembic ``head`` when the app is created.
 """
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from pydantic import BaseModel
 
 from registry.config import RegistrySettings
+from registry.context import RegistryContext
+from registry.mhd.router import create_mhd_router
+from registry.security.xmldsig import install_io_policy
+from registry.store.migrate import upgrade_to_head
+from registry.xds.router import create_xds_router
 
 __all__ = ["create_app"]
 
@@ -23,10 +36,22 @@ class Health(BaseModel):
     version: str
 
 
-def create_app(settings: RegistrySettings) -> FastAPI:
-    """Build the registry app from its settings."""
-    app = FastAPI(title="DRIM-M registry", version=_VERSION)
-    app.state.settings = settings
+def create_app(settings: RegistrySettings, *, context: RegistryContext | None = None) -> FastAPI:
+    """Build the registry app from its settings (or from a prepared context, for tests)."""
+    ctx = context if context is not None else RegistryContext.from_settings(settings)
+    upgrade_to_head(ctx.database.engine)
+    install_io_policy()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctx.database.dispose()
+
+    app = FastAPI(title="DRIM-M registry", version=_VERSION, lifespan=lifespan)
+    app.state.settings = ctx.settings
+    app.state.registry = ctx
+    app.include_router(create_xds_router())
+    app.include_router(create_mhd_router())
 
     @app.get("/healthz", response_model=Health, tags=["operations"])
     def healthz() -> Health:

@@ -1,0 +1,97 @@
+"""The two XDS.b SOAP endpoints: ``/xds/repository`` (ITI-41, ITI-43) and ``/xds/registry`` (ITI-18, ITI-57).
+
+Handlers are thin: dispatch on ``wsa:Action``, run the transaction, wrap its answer in a SOAP
+envelope with ``wsa:RelatesTo``. An :class:`~registry.errors.XdsFailure` becomes the transaction's
+own response with status Failure (HTTP 200, as XDS.b requires); a database or store failure becomes
+``XDSRegistryError`` / ``XDSRepositoryError``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from fastapi import APIRouter, Depends, Response
+from lxml import etree
+from sqlalchemy.exc import SQLAlchemyError
+
+from registry.deps import ContextDep, SoapCall, SoapCallDep, authenticate_soap
+from registry.errors import ErrorCode, RegistryError, XdsFailure
+from registry.soap.response import soap_response
+from registry.soap.route import SoapRoute
+from registry.xds import provide, query, retrieve, update
+from registry.xds.responses import adhoc_query_response, registry_response, retrieve_response
+
+__all__ = ["create_xds_router"]
+
+log = logging.getLogger("registry.xds")
+
+
+def _answer(
+    call: SoapCall,
+    response_action: str,
+    transaction: Callable[[], etree._Element],
+    failure: Callable[[list[RegistryError]], etree._Element],
+    store_error: ErrorCode,
+) -> Response:
+    try:
+        body = transaction()
+    except XdsFailure as refused:
+        log.info("%s refused: %s", call.request.action, refused)
+        body = failure(refused.errors)
+    except (SQLAlchemyError, OSError) as exc:
+        log.exception("%s failed in the store", call.request.action)
+        body = failure([RegistryError(store_error, f"storage failure, retry later ({type(exc).__name__})")])
+    return soap_response(response_action, call.request.message_id, body, mtom=call.request.mtom)
+
+
+def create_xds_router() -> APIRouter:
+    """The SOAP routes, every one behind :func:`~registry.deps.authenticate_soap`."""
+    router = APIRouter(route_class=SoapRoute, dependencies=[Depends(authenticate_soap)], tags=["XDS.b"])
+
+    @router.post("/xds/repository", response_class=Response, summary="Document Repository: ITI-41, ITI-43")
+    def repository(call: SoapCallDep, ctx: ContextDep) -> Response:
+        """SOAP 1.2 (MTOM) endpoint of the Document Repository actor."""
+        if call.request.action == retrieve.ACTION:
+            try:
+                body, attachments = retrieve.retrieve_documents(ctx, call.request.payload, call.principal)
+            except XdsFailure as refused:
+                body, attachments = retrieve_response([], refused.errors), []
+            except (SQLAlchemyError, OSError) as exc:
+                log.exception("ITI-43 failed in the store")
+                error = RegistryError(
+                    ErrorCode.REPOSITORY_ERROR, f"storage failure, retry later ({type(exc).__name__})"
+                )
+                body, attachments = retrieve_response([], [error]), []
+            # ITI TF-2b §3.43.5: the response is MTOM whatever the request was.
+            return soap_response(
+                retrieve.RESPONSE_ACTION, call.request.message_id, body, mtom=True, attachments=attachments
+            )
+        return _answer(
+            call,
+            provide.RESPONSE_ACTION,
+            lambda: provide.provide_and_register(ctx, call.request, call.principal),
+            registry_response,
+            ErrorCode.REPOSITORY_ERROR,
+        )
+
+    @router.post("/xds/registry", response_class=Response, summary="Document Registry: ITI-18, ITI-57")
+    def registry(call: SoapCallDep, ctx: ContextDep) -> Response:
+        """SOAP 1.2 endpoint of the Document Registry actor."""
+        if call.request.action == query.ACTION:
+            return _answer(
+                call,
+                query.RESPONSE_ACTION,
+                lambda: query.stored_query(ctx, call.request.payload, call.principal),
+                lambda errors: adhoc_query_response([], errors),
+                ErrorCode.REGISTRY_ERROR,
+            )
+        return _answer(
+            call,
+            update.RESPONSE_ACTION,
+            lambda: update.update_document_set(ctx, call.request.payload, call.principal),
+            registry_response,
+            ErrorCode.REGISTRY_ERROR,
+        )
+
+    return router
