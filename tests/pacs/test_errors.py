@@ -94,6 +94,28 @@ def test_wrong_called_ae_title_is_rejected(
 
 
 @pytest.fixture()
+def full_backlog() -> Iterator[tuple[str, int]]:
+    """A listening socket whose accept queue is full: a further connect() gets no answer at all."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    waiting = socket.create_connection(listener.getsockname()[:2])  # fills the queue; never accepted
+    yield listener.getsockname()[:2]
+    waiting.close()
+    listener.close()
+
+
+def test_connect_without_answer_is_bounded(
+    node_ae: LocalAE, dimse_settings: DimseSettings, full_backlog: tuple[str, int]
+) -> None:
+    host, port = full_backlog
+    with PacsClient(node_ae, RemoteAE(aet="BUSY", host=host, port=port), dimse_settings) as client, _Clock() as clock:
+        with pytest.raises(PacsUnreachable, match=r"no answer to the TCP connection within 2 s"):
+            client.echo()
+    assert dimse_settings.connect_timeout_s <= clock.elapsed < BOUND_S
+
+
+@pytest.fixture()
 def silent_peer() -> Iterator[tuple[str, int]]:
     """A TCP server that accepts connections and never says anything."""
     listener = socket.create_server(("127.0.0.1", 0))
