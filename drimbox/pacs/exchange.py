@@ -10,7 +10,7 @@ statuses :class:`~drimbox.errors.DimseFailure` naming the status (PS3.7 Annex C)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,7 +97,7 @@ class Exchange:
         finally:
             link.log.end(msg_id)
 
-    def find(self, link: Link, query: Dataset, msg_id: int) -> Iterator[Dataset]:
+    def find(self, link: Link, query: Dataset, msg_id: int) -> Generator[Dataset, None, None]:
         """C-FIND (PS3.4 C.4.1): yield each matching identifier; return on Success.
 
         Closing the generator early sends C-CANCEL and reads the remaining responses, so that the

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 
 from pydicom import Dataset
@@ -102,7 +102,7 @@ def stream(
     *,
     expected: frozenset[str],
     grace_s: float,
-) -> Iterator[RetrievedInstance]:
+) -> Generator[RetrievedInstance, None, None]:
     """Yield instances as they arrive; then check the outcome against ``expected``.
 
     Raises

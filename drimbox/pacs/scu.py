@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -121,7 +121,7 @@ class PacsClient:
         """C-ECHO the PACS (PS3.4 Annex A); returns when it answers Success."""
         self._pooled(lambda lease: self._exchange.echo(lease.link, self._message_ids.next()))
 
-    def find(self, level: QueryLevel, query: Dataset | Mapping[str, object]) -> Iterator[Dataset]:
+    def find(self, level: QueryLevel, query: Dataset | Mapping[str, object]) -> Generator[Dataset, None, None]:
         """C-FIND in the Study Root model; yields each matching identifier as it arrives.
 
         ``query`` maps DICOM keywords to matching values (``None``/``""`` for return keys); see
@@ -138,7 +138,7 @@ class PacsClient:
         identifier = build_query(QueryLevel(level), query)
         return self._find(identifier)
 
-    def _find(self, identifier: Dataset) -> Iterator[Dataset]:
+    def _find(self, identifier: Dataset) -> Generator[Dataset, None, None]:
         for attempt in (1, 2):
             with self._pool.lease(fresh=attempt == 2) as lease:
                 yielded = False
@@ -197,7 +197,7 @@ class PacsClient:
         sop_instance_uids: Iterable[str] | None = None,
         dest: Path,
         walk: StudyInfo | None = None,
-    ) -> Iterator[RetrievedInstance]:
+    ) -> Generator[RetrievedInstance, None, None]:
         """Retrieve a study, a series or some instances with C-GET (PS3.4 C.4.3), streaming.
 
         The study is walked first (or ``walk`` reused) to learn its SOP classes and instances;
@@ -224,7 +224,7 @@ class PacsClient:
         sop_instance_uids: Iterable[str] | None = None,
         dest: Path,
         walk: StudyInfo | None = None,
-    ) -> Iterator[RetrievedInstance]:
+    ) -> Generator[RetrievedInstance, None, None]:
         """Same as :meth:`get`, by C-MOVE (PS3.4 C.4.2) to the node's own AE title.
 
         The PACS sends the instances to the node's SCP on associations of its own; the shared
@@ -250,7 +250,7 @@ class PacsClient:
         sop_instance_uids: Iterable[str] | None = None,
         dest: Path,
         walk: StudyInfo | None = None,
-    ) -> Iterator[RetrievedInstance]:
+    ) -> Generator[RetrievedInstance, None, None]:
         """:meth:`get` when the PACS supports C-GET (``RemoteAE.supports_c_get``), else :meth:`move`."""
         method = self.get if self.remote.supports_c_get else self.move
         return method(study_uid, series_uid=series_uid, sop_instance_uids=sop_instance_uids, dest=dest, walk=walk)
@@ -271,7 +271,7 @@ class PacsClient:
             number = self._threads
         return threading.Thread(target=target, name=f"drimbox-{name}-{number}", daemon=True)
 
-    def _get(self, selection: RetrieveSelection, dest: Path) -> Iterator[RetrievedInstance]:
+    def _get(self, selection: RetrieveSelection, dest: Path) -> Generator[RetrievedInstance, None, None]:
         plan = retrieve_plan(sorted(selection.sop_classes))
         channel = InstanceChannel(self._queue_size)
         job = RetrieveJob(self._exchange, GET, selection.identifiers, channel, self._message_ids.next)
@@ -293,7 +293,9 @@ class PacsClient:
         dest.mkdir(parents=True, exist_ok=True)
         yield from stream(job, self._thread("cget", run), expected=selection.expected, grace_s=self._grace_s)
 
-    def _move(self, mediator: MoveMediator, selection: RetrieveSelection, dest: Path) -> Iterator[RetrievedInstance]:
+    def _move(
+        self, mediator: MoveMediator, selection: RetrieveSelection, dest: Path
+    ) -> Generator[RetrievedInstance, None, None]:
         dest.mkdir(parents=True, exist_ok=True)
         with mediator.subscribe(
             originator_aet=self.local.aet, expected=selection.expected, dest=dest, queue_size=self._queue_size

@@ -42,7 +42,7 @@ def test_walk_study_matches_the_files(
                 assert (info.sop_class_uid, info.rows, info.columns) == (None, None, None)
         for series in walk.series:
             assert series.modality == study.modality
-            numbers = [i.instance_number for i in series.instances]
+            numbers = [i.instance_number or 0 for i in series.instances]
             assert numbers == sorted(numbers)
 
 

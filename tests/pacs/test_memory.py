@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
+from drimbox.config import LocalAE
 from drimbox.devnet.orthanc import OrthancProcess
 from drimbox.devnet.ports import free_port
 from drimbox.testdata import make_patient, write_large_instance, write_mammography_study
@@ -63,14 +64,14 @@ def test_peak_memory_is_bounded(
     record_property: Callable[[str, object], None],
 ) -> None:
     """Peak RSS of a process retrieving > 2 GiB (one instance > 500 MiB) stays near its idle level."""
-    probe_ae = {"aet": "MEMPROBE", "host": "127.0.0.2", "port": free_port("127.0.0.2")}
-    orthanc_a.add_modality("memprobe", probe_ae["aet"], probe_ae["host"], probe_ae["port"])
+    probe = LocalAE(aet="MEMPROBE", host="127.0.0.2", port=free_port("127.0.0.2"))
+    orthanc_a.add_modality("memprobe", probe.aet, probe.host, probe.port)
     remote = orthanc_a.remote_ae(timeout_s=120)
     config = tmp_path / "probe.json"
     config.write_text(
         json.dumps(
             {
-                "local": probe_ae,
+                "local": probe.model_dump(),
                 "remote": remote.model_dump(include={"aet", "host", "port", "timeout_s"}),
                 "studies": big_corpus.studies,
                 "method": method,

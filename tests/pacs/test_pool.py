@@ -80,6 +80,7 @@ def flaky_peer() -> Iterator[RemoteAE]:
     ae.add_supported_context(VERIFICATION)
     port = free_port("127.0.0.1")
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_ECHO, handle_echo)])
+    assert server is not None
     yield RemoteAE(aet="FLAKY", host="127.0.0.1", port=port)
     server.shutdown()
 

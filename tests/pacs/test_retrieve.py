@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from .peers import Pacs
 METHODS = ("get", "move")
 
 
-def _retrieve(client: PacsClient, method: str) -> Callable[..., Iterator[RetrievedInstance]]:
+def _retrieve(client: PacsClient, method: str) -> Callable[..., Generator[RetrievedInstance, None, None]]:
     return client.get if method == "get" else client.move
 
 

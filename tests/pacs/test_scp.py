@@ -82,7 +82,7 @@ def _eight_bit_image(path: Path) -> None:
 
 
 def _stored(storage: StorageSettings, ds: Dataset) -> Path:
-    return storage.quarantine_dir / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+    return storage.quarantine_dir / str(ds.StudyInstanceUID) / str(ds.SeriesInstanceUID) / f"{ds.SOPInstanceUID}.dcm"
 
 
 def _storescu(dcmtk: Dcmtk, ae: LocalAE, *args: str | Path) -> None:
