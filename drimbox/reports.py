@@ -185,3 +185,5 @@ class ImagingReport:
     """The author organisation's ``standardIndustryClassCode`` (XDS practiceSettingCode)."""
     healthcare_facility_type: CodedValue | None = None
     """``componentOf/encompassingEncounter/location/healthCareFacility/code`` (XDS healthcareFacilityTypeCode)."""
+    order_issuer: str | None = None
+    """Issuer (OID) of :attr:`order_id`, the placer order number (CDA ``inFulfillmentOf/order/id/@root``)."""

@@ -58,6 +58,7 @@ class CdaHeader:
     accession_number: str | None
     accession_issuer: str | None
     order_id: str | None
+    order_issuer: str | None
     author: Practitioner
     organisation: Organisation | None
     legal_authenticator: Practitioner | None
@@ -179,18 +180,27 @@ class _Reader:
                 return candidate
         raise self.missing("no Study Instance UID in documentationOf/serviceEvent/id/@root")
 
-    def order(self) -> tuple[str | None, str | None, str | None]:
+    def order(self) -> tuple[str | None, str | None, str | None, str | None]:
+        """(accession, its issuer, placer order, its issuer)."""
         order = _one(self.root, "v3:inFulfillmentOf/v3:order")
         if order is None:
-            return None, None, None
+            return None, None, None, None
         accession = _one(order, "ps:accessionNumber")
         order_id = _one(order, "v3:id")
+        placer = (order_id.get("extension") or "").strip() if order_id is not None else ""
+        placer_root = (order_id.get("root") or "").strip() if order_id is not None else ""
         if accession is not None and accession.get("extension"):
-            placer = (order_id.get("extension") or "").strip() if order_id is not None else ""
-            return accession.get("extension", "").strip(), (accession.get("root") or "").strip() or None, placer or None
-        if order_id is not None and order_id.get("extension"):
-            return order_id.get("extension", "").strip(), (order_id.get("root") or "").strip() or None, None
-        return None, None, None
+            issuer = (accession.get("root") or "").strip() or None
+            return (
+                accession.get("extension", "").strip(),
+                issuer,
+                placer or None,
+                (placer_root or None) if placer else None,
+            )
+        if placer:
+            # No ps3-20:accessionNumber: the order id is taken as the accession (DESIGN F1 layout).
+            return placer, placer_root or None, None, None
+        return None, None, None, None
 
     def version(self) -> tuple[str, int]:
         set_id = _ii(_one(self.root, "v3:setId"))
@@ -223,7 +233,7 @@ class _Reader:
         author = self.practitioner(_one(root, f"v3:author/v3:assignedAuthor[v3:id/@root='{ID_NAT_PS_OID}']"))
         if author is None:
             raise self.missing(f"no author with a national professional id (id/@root={ID_NAT_PS_OID})")
-        accession, issuer, placer = self.order()
+        accession, issuer, placer, placer_issuer = self.order()
         event = _one(root, "v3:documentationOf/v3:serviceEvent/v3:effectiveTime")
         parent = _one(root, "v3:relatedDocument[@typeCode='RPLC']/v3:parentDocument/v3:id")
         language = _one(root, "v3:languageCode")
@@ -237,6 +247,7 @@ class _Reader:
             accession_number=accession,
             accession_issuer=issuer,
             order_id=placer,
+            order_issuer=placer_issuer,
             author=author,
             organisation=self.organisation(_one(root, "v3:author/v3:assignedAuthor/v3:representedOrganization")),
             legal_authenticator=self.practitioner(_one(root, "v3:legalAuthenticator/v3:assignedEntity")),

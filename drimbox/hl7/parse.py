@@ -190,6 +190,7 @@ def parse_report(data: bytes, *, default_zone: tzinfo = PARIS) -> ImagingReport:
         service_stop=cda.service_stop,
         accession_issuer=cda.accession_issuer,
         order_id=cda.order_id,
+        order_issuer=cda.order_issuer,
         cda=document,
         message_type=message.header.message_type,
         parent_document_id=_parent_document(message, cda),

@@ -48,7 +48,7 @@ def test_report_and_exam(name: str) -> None:
     assert report.message_type == SAMPLES[name].message_type
     assert report.study_instance_uid == spec.study_instance_uid
     assert (report.accession_number, report.accession_issuer) == (spec.accession_number, "1.2.250.1.213.4.5.2.5")
-    assert report.order_id == spec.placer_order
+    assert (report.order_id, report.order_issuer) == (spec.placer_order, "1.2.250.1.213.4.5.2.6")
     assert (report.set_id, report.version_number) == (spec.set_id, spec.version_number)
     assert report.document_id == spec.document_id
     assert report.title == "CR d’imagerie médicale"  # repaired where the sample double-encodes UTF-8
