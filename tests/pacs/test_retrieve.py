@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_file_meta_info
 
 from drimbox.config import DimseSettings, LocalAE
 from drimbox.errors import RetrieveIncomplete
@@ -30,8 +32,20 @@ def _pixel_data(path: Path) -> tuple[str, bytes]:
     return str(ds.SOPInstanceUID), bytes(ds.PixelData)
 
 
-def _pynetdicom_temp_files() -> set[Path]:
-    return set(Path(tempfile.gettempdir()).glob("tmp*.dcm"))
+def _leftover_temp_files(sop_instance_uids: set[str]) -> list[Path]:
+    """pynetdicom's receive files (``tmp*.dcm`` in the temporary directory) of these instances.
+
+    The directory is shared with other processes, so only files of our instances count.
+    """
+    leftovers = []
+    for path in Path(tempfile.gettempdir()).glob("tmp*.dcm"):
+        try:
+            uid = read_file_meta_info(path).get("MediaStorageSOPInstanceUID")
+        except (OSError, InvalidDicomError):
+            continue  # gone meanwhile, or not a DICOM file
+        if uid in sop_instance_uids:
+            leftovers.append(path)
+    return leftovers
 
 
 def _retrieval_threads() -> list[threading.Thread]:
@@ -43,7 +57,6 @@ def test_whole_study_arrives_identical(
     client: PacsClient, pacs: Pacs, mg_study: GeneratedStudy, tmp_path: Path, method: str
 ) -> None:
     pacs.load(mg_study.files)
-    before = _pynetdicom_temp_files()
 
     received = list(_retrieve(client, method)(mg_study.study_instance_uid, dest=tmp_path))
 
@@ -59,7 +72,7 @@ def test_whole_study_arrives_identical(
         assert pixels == sources[uid]
         assert instance.sop_class_uid == dcmread(instance.path, stop_before_pixels=True).SOPClassUID
     assert not list(tmp_path.rglob("*.tmp"))
-    assert _pynetdicom_temp_files() <= before  # every received temporary file was moved into place
+    assert not _leftover_temp_files(set(mg_study.sop_instance_uids()))  # all moved into place
 
 
 @pytest.mark.parametrize("method", METHODS)
