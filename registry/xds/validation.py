@@ -204,9 +204,15 @@ def _authors(obj: RegistryObject, scheme: str, found: _Findings) -> tuple[list[X
             found.add("authorInstitution: at least one per author is required", obj.id)
         for value in orgs:
             try:
-                institutions.append(parse_xon(value, "authorInstitution"))
+                institution = parse_xon(value, "authorInstitution")
             except Hl7FormatError as exc:
                 found.add(str(exc), obj.id)
+                continue
+            if institution.id_type != "IDNST":
+                found.add(
+                    f"authorInstitution {value!r}: the DMP requires a national structure identifier (IDNST)", obj.id
+                )
+            institutions.append(institution)
     return persons, institutions
 
 
@@ -576,7 +582,8 @@ def validate_submission(
     if not [d for d in objects.documents if d.id not in _signers(objects)]:
         found.add("the submission must carry at least one document besides its DSG signature", "RegistryObjectList")
     submission_set = _check_submission_set(objects, context, found)
-    signers, replaces = _check_associations(objects, submission_set.source.id if submission_set else "", found)
+    packages = [p.id for p in objects.packages if p.is_submission_set]
+    signers, replaces = _check_associations(objects, packages[0] if len(packages) == 1 else "", found)
     documents: list[DocumentEntry] = []
     for doc in objects.documents:
         entry = _check_document(doc, doc.id in signers, context, found)
