@@ -223,8 +223,8 @@ class PublishSettings(_Strict):
     lps_id: str = "DRIMBOX"
     lps_name: str = "drimbox"
     lps_version: str = "0.1.0"
-    lps_homologation_id: str = ""
-    """``LPS_ID_HOMOLOGATION_DMP`` given by the ANS when the software is homologated."""
+    lps_homologation_id: Annotated[str, Field(min_length=1)] = "NON-HOMOLOGUE"
+    """``LPS_ID_HOMOLOGATION_DMP`` given by the ANS when the software is homologated (until then, a placeholder)."""
     activity_sector: CodeSetting = CodeSetting(code="SA07", scheme="1.2.250.1.71.4.2.4",
                                                display="Cabinet individuel")
     """VIHF ``Secteur_Activite`` (TRE_A02-SecteurActivite)."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 from drimbox.config import NodeSettings
+from drimbox.manifest import ManifestBuilder, ManifestOptions
 from drimbox.publish.pipeline import KosFactory
 
 __all__ = ["network_dicomweb_root", "node_kos_factory"]
@@ -15,8 +18,6 @@ def network_dicomweb_root(settings: NodeSettings) -> str:
     return f"{base.rstrip('/')}/dicom-web"
 
 
-def node_kos_factory(settings: NodeSettings) -> KosFactory | None:
-    """The manifest builder of this node (``None`` until :mod:`drimbox.manifest` provides one: the
-    outbox then queues reports without publishing them, and the node says so at start)."""
-    del settings
-    return None
+def node_kos_factory(settings: NodeSettings) -> KosFactory:
+    """The manifest builder of this node: RetrieveURLs on its network face, its zone for local times."""
+    return ManifestBuilder(network_dicomweb_root(settings), ManifestOptions(zone=ZoneInfo(settings.publish.timezone)))

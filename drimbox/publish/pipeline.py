@@ -28,10 +28,17 @@ from lxml import etree
 from pydicom import Dataset
 
 from drimbox.errors import PacsError, StudyNotFound
+from drimbox.manifest import ManifestError
 from drimbox.pacs.models import StudyInfo
 from drimbox.publish import dmp
 from drimbox.publish.crash import CrashPlan, CrashPoint
-from drimbox.publish.errors import IdentityNotQualified, NotForDmp, NothingToPublish, TransientPublishError
+from drimbox.publish.errors import (
+    IdentityNotQualified,
+    NotForDmp,
+    NothingToPublish,
+    PermanentPublishError,
+    TransientPublishError,
+)
 from drimbox.publish.jobs import JobKind
 from drimbox.publish.outbox import ExamRecord, JobHandle, Outbox, PreparedSubmission, StoredDocument
 from drimbox.publish.submission import (
@@ -50,7 +57,7 @@ from drimbox.publish.xds.rim import Code, RegistryDocument, submit_objects_reque
 from drimbox.publish.xds.signing import Signer
 from drimbox.reports import IdentityStatus, ImagingReport
 
-__all__ = ["BuiltKos", "KosFactory", "PacsSource", "Publisher"]
+__all__ = ["BuiltKos", "KosDocument", "KosFactory", "PacsSource", "Publisher"]
 
 log = structlog.get_logger(__name__)
 
@@ -67,15 +74,25 @@ class PacsSource(Protocol):
     def find_studies(self, **keys: object) -> list[Dataset]: ...
 
 
+class KosDocument(Protocol):
+    """A KOS as a manifest builder returns it (:class:`drimbox.manifest.BuiltManifest`)."""
+
+    @property
+    def sop_instance_uid(self) -> str: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+
 @dataclass(frozen=True, slots=True)
 class BuiltKos:
-    """A KOS as the manifest builder made it."""
+    """A plain :class:`KosDocument`."""
 
     sop_instance_uid: str
     data: bytes
 
 
-KosFactory = Callable[[StudyInfo, ImagingReport, int], BuiltKos]
+KosFactory = Callable[[StudyInfo, ImagingReport, int], KosDocument]
 """Builds the exam's KOS for a report; the int is the exam's KOS revision (the SOP Instance UID is
 deterministic per study and revision, so a rebuilt KOS keeps its UID)."""
 
@@ -254,7 +271,10 @@ class Publisher:
         current = published.kos_uid if published else None
         target = next((d for d in previous if d.unique_id == current), previous[-1] if previous else None)
         revision = handle.reserve_revision()
-        kos = self.kos_factory(study, report, revision)
+        try:
+            kos = self.kos_factory(study, report, revision)
+        except ManifestError as exc:  # the same inputs would fail again: an operator must look
+            raise PermanentPublishError(f"KOS not built: {type(exc).__name__}: {exc}") from exc
         manifest = Manifest(
             sop_instance_uid=kos.sop_instance_uid, data=kos.data, instances=instances,
             modalities=tuple(dict.fromkeys(s.modality for s in study.series)),

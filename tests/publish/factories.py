@@ -62,3 +62,16 @@ def with_version(report: ImagingReport, version: int) -> ImagingReport:
     """The same report as another version (an update)."""
     control_id = f"{report.message_control_id}-v{version}"
     return dataclasses.replace(report, version_number=version, message_control_id=control_id)
+
+
+def report_for(study_uid: str, accession: str, patient: object, *, version: int = 1,
+               action: ReportAction = ReportAction.PUBLISH, control_id: str = "MSG1") -> ImagingReport:
+    """A report for a generated study's patient (``drimbox.testdata.Patient``)."""
+    from drimbox.testdata import Patient
+
+    assert isinstance(patient, Patient)
+    base = make_report(study_uid, accession, version=version, action=action, ins=patient.ins, control_id=control_id)
+    identity = dataclasses.replace(base.patient, ipp=patient.ipp, birth_family_name=patient.family,
+                                   given_names=(patient.given,), birth_date=patient.birth_date,
+                                   sex=patient.sex if patient.sex != "O" else "U", ins_oid=patient.ins_oid)
+    return dataclasses.replace(base, patient=identity)

@@ -21,15 +21,18 @@ from drimbox.publish.xds.rim import query_list
 from drimbox.publish.xds.soap import build_envelope
 from drimbox.publish.xds.vocabulary import NS
 from drimbox.reports import Visibility
+from registry.security.dsg import verify_dsg as registry_verify
+from registry.security.xmldsig import TrustStore, install_io_policy
 
 from .factories import make_report
 
 
 @pytest.fixture(scope="module")
-def signer_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """An organisation certificate from a fresh test CA (EC P-256)."""
-    issued = TestCA.create(tmp_path_factory.mktemp("pki")).issue("site-a")
-    return issued.cert_path, issued.key_path
+def signer_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """An organisation certificate from a fresh test CA (EC P-256): cert, key, CA cert."""
+    ca = TestCA.create(tmp_path_factory.mktemp("pki"))
+    issued = ca.issue("site-a")
+    return issued.cert_path, issued.key_path, ca.cert_path
 
 
 def test_dmp_identifier_forms() -> None:
@@ -85,8 +88,8 @@ def test_mtom_round_trip_keeps_binary_bytes() -> None:
     assert document is not None and resolve_include(document, parts) == kos
 
 
-def test_vihf_assertion_is_signed_and_carries_the_vihf_attributes(signer_files: tuple[Path, Path]) -> None:
-    cert, key = signer_files
+def test_vihf_assertion_is_signed_and_carries_the_vihf_attributes(signer_files: tuple[Path, Path, Path]) -> None:
+    cert, key, _ = signer_files
     issuer = VihfIssuer(VihfProfile("1750803447", Code("SA07", "1.2.250.1.71.4.2.4"), "id", "drimbox", "1", "H"),
                         Signer.from_files(cert, key))
     report = make_report()
@@ -108,15 +111,44 @@ def test_vihf_assertion_is_signed_and_carries_the_vihf_attributes(signer_files: 
         ctx.verify(received.find(f"{{{NS['ds']}}}Signature"))
 
 
-def test_dsg_signature_lists_each_document(signer_files: tuple[Path, Path]) -> None:
-    cert, key = signer_files
+@pytest.mark.parametrize("kind", ["ec", "rsa"])
+def test_dsg_signature_lists_each_document(signer_files: tuple[Path, Path, Path], tmp_path: Path, kind: str) -> None:
+    cert, key, ca = signer_files if kind == "ec" else (*_rsa_pair(tmp_path), tmp_path / "rsa.pem")
     docs = [("1.2.3", b"KOS bytes"), ("1.2.4", b"<ClinicalDocument/>")]
     signature = dsg_signature(Signer.from_files(cert, key), docs, "1.2.5")
     verify_dsg(signature, docs, cert.read_bytes())
+    # The registry's verifier (xmlsec) accepts it too: two independent implementations agree.
+    install_io_policy()
+    registry_verify(signature, documents={"1.2.3": docs[0][1], "1.2.4": docs[1][1]}, submission_set_unique_id="1.2.5",
+                    trust=TrustStore.from_pem_file(ca), now=datetime.now(UTC))
     assert set(manifest_digests(signature)) == {"1.2.3", "1.2.4"}
     assert b"urn:oid:1.2.840.10065.1.12.1.14" in signature and b"urn:oid:1.2.5" in signature
     with pytest.raises(ValueError):
         verify_dsg(signature, [("1.2.3", b"other bytes"), docs[1]], cert.read_bytes())
+    with pytest.raises(ValueError):
+        verify_dsg(signature.replace(b"urn:oid:1.2.5", b"urn:oid:1.2.6"), docs, cert.read_bytes())
+
+
+def _rsa_pair(tmp_path: Path) -> tuple[Path, Path]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rsa organisation")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "rsa.pem", tmp_path / "rsa.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 def test_attachment_ids_are_cid_urls() -> None:
