@@ -7,6 +7,8 @@ may stop it.
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 import socket
 import threading
 import time
@@ -149,6 +151,13 @@ def _without_pid(message: bytes) -> bytes:
         ),
         pytest.param(_without_pid, "AE", "100", "BAD", id="missing-PID"),
         pytest.param(lambda m: m.replace(b"^Base64^", b"^Base64^%%%", 1), "AE", "102", "BAD", id="bad-base64"),
+        pytest.param(
+            lambda m: re.sub(rb"\^Base64\^[^|]+\|", b"^Base64^" + base64.b64encode(b"<ClinicalDocument") + b"|", m),
+            "AE",
+            "102",
+            "BAD",
+            id="bad-CDA-XML",
+        ),
         pytest.param(
             lambda m: m.replace(b"|ORU^R01^ORU_R01|", b"|ADT^A01^ADT_A01|", 1),
             "AR",
