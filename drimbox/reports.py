@@ -44,7 +44,8 @@ class IdentityStatus(StrEnum):
     QUALIFIED = "VALI"
     RECOVERED = "RECUP"
     PROVISIONAL = "PROV"
-    VALIDATED = "VIDE"
+    NOT_YET_QUALIFIED = "VIDE"
+    """No identity qualification recorded yet (PID-32 VIDE)."""
     UNKNOWN = ""
 
 
