@@ -13,18 +13,13 @@ from pynetdicom.status import (
     QR_FIND_SERVICE_CLASS_STATUS,
     QR_GET_SERVICE_CLASS_STATUS,
     QR_MOVE_SERVICE_CLASS_STATUS,
-    STATUS_CANCEL,
-    STATUS_FAILURE,
-    STATUS_PENDING,
-    STATUS_SUCCESS,
-    STATUS_WARNING,
     STORAGE_SERVICE_CLASS_STATUS,
     VERIFICATION_SERVICE_CLASS_STATUS,
     StatusDictType,
     code_to_category,
 )
 
-__all__ = ["DimseStatus", "Service", "StatusCategory", "category", "describe"]
+__all__ = ["DimseStatus", "Service", "category", "describe"]
 
 
 class DimseStatus(IntEnum):
@@ -45,16 +40,6 @@ class DimseStatus(IntEnum):
     CANNOT_UNDERSTAND = 0xC000
     """Storage: the data set cannot be parsed or lacks the keys needed to file it."""
     SUB_OPERATIONS_COMPLETE_WITH_FAILURES = 0xB000
-
-
-class StatusCategory:
-    """The category strings pynetdicom uses (``code_to_category``)."""
-
-    SUCCESS = STATUS_SUCCESS
-    PENDING = STATUS_PENDING
-    WARNING = STATUS_WARNING
-    FAILURE = STATUS_FAILURE
-    CANCEL = STATUS_CANCEL
 
 
 class Service:
