@@ -47,7 +47,10 @@ def create_app(settings: RegistrySettings, *, context: RegistryContext | None = 
         yield
         ctx.database.dispose()
 
-    app = FastAPI(title="DRIM-M registry", version=_VERSION, lifespan=lifespan)
+    # No /docs, /redoc or /openapi.json: every endpoint but /healthz is authenticated.
+    app = FastAPI(
+        title="DRIM-M registry", version=_VERSION, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.settings = ctx.settings
     app.state.registry = ctx
     app.include_router(create_xds_router())
