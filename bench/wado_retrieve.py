@@ -100,6 +100,7 @@ def _write_config(node: NodeProc, orthanc: OrthancProcess, pki: Path, workdir: P
                 "key_file": str(pki / f"{node.name}.key")},
         "auth": {"issuer": ISSUER, "public_key_file": str(pki / "idp.pub.pem")},
         "storage": {"data_dir": str(node.data_dir)},
+        "hl7": {"host": node.address, "port": free_port(node.address)},  # two nodes: not both on 2575
         "dicomweb": {"backend": node.backend, "cache_dir": str(node.cache), "spool_dir": str(node.spool)},
         "log_format": "json",
     }  # fmt: skip
@@ -133,7 +134,10 @@ def clear_cache(node: NodeProc) -> None:
     """Empty a running node's cache from outside: index rows first (never serve a missing file), then files.
 
     The cache index is SQLite in WAL mode, safe to write from another process between requests.
+    The node writes its cache behind the responses: first wait for its writer to be done (nothing
+    left in ``tmp/``, then a margin for the last commit), or it would re-add what is deleted here.
     """
+    _wait_cache_idle(node)
     index = node.cache / "index.sqlite3"
     with sqlite3.connect(index) as db:
         db.execute("DELETE FROM complete_members")
@@ -141,6 +145,22 @@ def clear_cache(node: NodeProc) -> None:
         db.execute("DELETE FROM instances")
     shutil.rmtree(node.cache / "objects", ignore_errors=True)
     (node.cache / "objects").mkdir()
+
+
+def _wait_cache_idle(node: NodeProc, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    tmp = node.cache / "tmp"
+    quiet_since: float | None = None
+    while time.monotonic() < deadline:
+        busy = tmp.is_dir() and any(tmp.iterdir())
+        now = time.monotonic()
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = now
+        elif now - quiet_since >= 0.2:
+            return
+        time.sleep(0.01)
 
 
 # -- measurement -----------------------------------------------------------------------------------------------

@@ -11,9 +11,14 @@ serves from disk; if the upstream lists instances the cache lacks (a late series
 goes upstream again. When the upstream cannot be reached for that check, the cached copy, complete
 at its last check, is served. Evicting any member breaks the record.
 
-Retrievals that go upstream are **teed**: each instance is copied into the cache (crash-safely,
-see :mod:`dicomweb_gateway.backends.filesystem`) and then handed to the client from the cache,
-so the client receives the first instance while the upstream is still sending the others.
+Retrievals that go upstream are **teed**: each instance the upstream delivers is taken into the
+cache by hard link (no copy; :meth:`FileStore.adopt`) and handed to the client at once, from a
+link in the cache, while the cache's writer thread makes it durable and indexes it behind the
+client's back (crash-safely, in batches: see :mod:`dicomweb_gateway.backends.filesystem`). The
+client receives the first instance while the upstream is still sending the others and never waits
+for a disk flush. The completeness record is queued after the files, so it is committed once they
+are. A request that finds writes still queued waits for them (``settle_s`` at most) before
+deciding whether the cache can serve it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydicom import Dataset
@@ -49,10 +54,14 @@ class CachingStore:
         Age after which a completeness record is checked against the upstream's instance list.
     """
 
-    def __init__(self, cache: FileStore, upstream: DicomStore, *, revalidate_after_s: float = 3600.0) -> None:
+    def __init__(
+        self, cache: FileStore, upstream: DicomStore, *, revalidate_after_s: float = 3600.0, settle_s: float = 60.0
+    ) -> None:
         self.cache = cache
         self.upstream = upstream
         self.revalidate_after_s = revalidate_after_s
+        self.settle_s = settle_s
+        """Longest wait for the cache writer to commit a study still being written before deciding."""
 
     def search(self, query: SearchQuery) -> Iterator[Dataset]:
         """Search the upstream (the cache may hold only part of what exists)."""
@@ -64,6 +73,9 @@ class CachingStore:
 
     def is_complete(self, target: RetrieveTarget) -> bool:
         """Whether ``target`` can be served from the cache alone (see the module docstring)."""
+        # Files still queued, of this study or of others whose commits may evict this one's.
+        if not self.cache.settle(timeout_s=self.settle_s):
+            return False
         if target.sop_instance_uid is not None:
             return bool(self.cache.instances(target))
         record = self.cache.completeness(target)
@@ -115,9 +127,12 @@ class CachingStore:
         with self.cache.pinned(target.study_uid):
             try:
                 for instance in upstream:
-                    cached = self.cache.add(instance.path).file
-                    received.append(cached)
-                    yield cached
+                    served = self.cache.adopt(instance.path, target.study_uid)
+                    try:
+                        received.append(instance)
+                        yield replace(instance, path=served)
+                    finally:
+                        self.cache.release(served)
             finally:
                 close = getattr(upstream, "close", None)
                 if close is not None:
@@ -129,13 +144,17 @@ class CachingStore:
             self._record(target, received)
 
     def _record(self, target: RetrieveTarget, received: list[InstanceFile]) -> None:
-        self.cache.mark_complete(target.study_uid, target.series_uid, [i.sop_instance_uid for i in received])
+        # Queued after the files: committed once they are, and harmless if one of them was not
+        # stored (a record whose members are not all indexed does not count).
+        self.cache.mark_complete(
+            target.study_uid, target.series_uid, [i.sop_instance_uid for i in received], wait=False
+        )
         if target.series_uid is None:
             by_series: dict[str, list[str]] = {}
             for instance in received:
                 by_series.setdefault(instance.series_uid, []).append(instance.sop_instance_uid)
             for series_uid, members in by_series.items():
-                self.cache.mark_complete(target.study_uid, series_uid, members)
+                self.cache.mark_complete(target.study_uid, series_uid, members, wait=False)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,7 +27,7 @@ from dicomweb_gateway.negotiation import DicomRepresentation, choose_media_type,
 from dicomweb_gateway.pixels import bulk_value, parse_frame_list, read_frames, read_instance
 from dicomweb_gateway.rendering import RenderOptions, parse_render_options, render_frame
 from dicomweb_gateway.settings import GatewaySettings
-from dicomweb_gateway.streaming import aiterate_closing, close_quietly, first_item
+from dicomweb_gateway.streaming import Demand, aiterate_closing, aiterate_read_ahead, close_quietly, first_item, paced
 from dicomweb_gateway.syntaxes import deliverable_syntaxes
 from dicomweb_gateway.transcode import available_media_types, encode_instance, plan_syntax
 from dicomweb_gateway.uids import check_uid
@@ -36,6 +36,7 @@ __all__ = ["create_wado_router", "instance_url"]
 
 _log = logging.getLogger(__name__)
 _RENDERED_TYPES = ("image/jpeg", "image/png")
+_READ_AHEAD_CHUNKS = 4
 T = TypeVar("T")
 
 
@@ -125,7 +126,10 @@ async def _retrieve(
             "transfer syntaxes can be delivered without loss",
             available_media_types(offered),
         )
-    instances = _chain_closing(first, it)
+    # A backend whose files are all on disk already (the cache: ``on_disk``) is read ahead across
+    # instances; any other is asked for its next instance only once the previous one has left.
+    demand = None if getattr(it, "on_disk", False) else Demand()
+    instances = _chain_closing(first, it if demand is None else paced(it, demand))
     if not rep.multipart:
         encoded = await run_in_threadpool(encode_instance, first, rep, encode=settings.encode_compressed)
         await close_quietly(instances)
@@ -133,12 +137,19 @@ async def _retrieve(
             raise NotAcceptable("the instance cannot be delivered in the accepted transfer syntaxes")
         media = f"application/dicom; transfer-syntax={encoded.transfer_syntax}"
         chunks = _single_body(encoded.body, settings.chunk_bytes)
-        return StreamingResponse(aiterate_closing(chunks), media_type=media)
+        return StreamingResponse(_read_ahead(chunks, settings), media_type=media)
     boundary = new_boundary()
     parts = _instance_parts(instances, rep, settings, base_url)
     body = iter_multipart(parts, boundary, chunk_bytes=settings.chunk_bytes)
     media = f'multipart/related; type="application/dicom"; transfer-syntax={planned}; boundary={boundary}'
-    return StreamingResponse(aiterate_closing(body), media_type=media)
+    return StreamingResponse(_read_ahead(body, settings, demand), media_type=media)
+
+
+def _read_ahead(
+    chunks: Iterator[bytes], settings: GatewaySettings, demand: Demand | None = None
+) -> AsyncIterator[bytes]:
+    """Bodies are read a few chunks ahead of the socket (see :mod:`dicomweb_gateway.streaming`)."""
+    return aiterate_read_ahead(chunks, max_ahead_bytes=_READ_AHEAD_CHUNKS * settings.chunk_bytes, demand=demand)
 
 
 def _single_body(body: Path | bytes, chunk_bytes: int) -> Iterator[bytes]:
