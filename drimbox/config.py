@@ -251,6 +251,8 @@ class PublishSettings(_Strict):
     cda_class_code: CodeSetting = CodeSetting(code="10", scheme="1.2.250.1.213.1.1.4.1", display="Compte rendu")
     cda_format_code: CodeSetting = CodeSetting(code="urn:asip:ci-sis:cr-img:2016", scheme="1.2.250.1.213.1.1.4.2.282",
                                                display="CR d'imagerie médicale")
+    iocm_poll_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    """How often the quarantine is scanned for IOCM rejection notes C-STOREd by the PACS."""
     refresh_after_s: tuple[float, ...] = ()
     """After a publication, walk the PACS again after these delays and republish (RPLC) if images came later."""
     crash_point: Literal["before-commit", "before-ack", "after-send", "before-done"] | None = None

@@ -20,6 +20,7 @@ from drimbox.config import NodeSettings
 from drimbox.errors import ConfigError
 from drimbox.hl7 import MllpListener
 from drimbox.pacs import MoveMediator, NodeScp, PacsClient
+from drimbox.publish.iocm import RejectionWatcher
 from drimbox.publish.kos import node_kos_factory
 from drimbox.publish.service import PublicationService
 from drimbox.stores import build_dicomweb, network_dicomweb_router, prefetch_router, site_dicomweb_router
@@ -66,6 +67,9 @@ class Node:
         # F1/F3: the MLLP listener ACKs a report once the outbox has committed its job.
         self.publication = PublicationService(settings, self.pacs, node_kos_factory(settings))
         self.hl7 = MllpListener(settings.hl7, self.publication.accept)
+        # F4: IOCM rejection notes C-STOREd by the PACS land in quarantine; they become rejection jobs.
+        self.iocm = RejectionWatcher(settings.storage.quarantine_dir, settings.storage.data_dir / "iocm",
+                                     self.publication.outbox, poll_s=settings.publish.iocm_poll_s)
 
     def start(self) -> None:
         """Start the DIMSE SCP."""
@@ -73,6 +77,7 @@ class Node:
             directory.mkdir(parents=True, exist_ok=True)
         self.scp.start()
         self.publication.start()  # resumes the jobs a previous run left in flight
+        self.iocm.start()
         self.hl7.start()
         log.warning("network face DICOMweb: the KOS-SOPInstanceUID manifest scope is not enforced yet "
                     "(DESIGN §2b, trust issue); any authenticated peer may retrieve any study", node=self.settings.name)
@@ -81,6 +86,7 @@ class Node:
         """Stop taking reports and associations, settle publications, release the PACS and DICOMweb backends."""
         self.hl7.stop()
         self.scp.stop()
+        self.iocm.stop()
         self.publication.stop()
         self.pacs.close()
         self.dicomweb.close()

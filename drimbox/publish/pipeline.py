@@ -183,8 +183,9 @@ class Publisher:
     def _assertion(self, report: ImagingReport | None, patient_id: str | None) -> etree._Element | None:
         if self.vihf is None or report is None:
             return None
+        structure = report.organisation.id_nat_struct or None
         return self.vihf.issue(VihfSubject(report.legal_authenticator or report.author, self.profession,
-                                           self.specialty, patient_id))
+                                           self.specialty, patient_id, structure_id=structure))
 
     def _walk(self, report: ImagingReport) -> StudyInfo:
         """F2: the exam in the PACS, by Study Instance UID, else by accession number."""
@@ -192,7 +193,11 @@ class Publisher:
             try:
                 return self.pacs.walk_study(report.study_instance_uid)
             except StudyNotFound:
-                found = self.pacs.find_studies(AccessionNumber=report.accession_number)
+                # The PACS may know the exam under another Study UID: its accession number, for the
+                # same patient (an accession is unique per RIS, not across sites or after merges).
+                patient_ids = {report.patient.ipp, report.patient.ins} - {None, ""}
+                found = [ds for ds in self.pacs.find_studies(AccessionNumber=report.accession_number)
+                         if str(ds.get("PatientID", "")) in patient_ids]
                 uids = {str(ds.get("StudyInstanceUID", "")) for ds in found} - {""}
                 if len(uids) != 1:
                     raise TransientPublishError(

@@ -60,6 +60,9 @@ class VihfSubject:
     patient_id: str | None = None
     """``resource-id``: the INS in CX form; absent for requests about no single patient."""
     purpose: str = "normal"
+    structure_id: str | None = None
+    """The structure the professional acts for (IdNatStruct of the report's organisation); the
+    profile's when ``None``. The DMP requires it to be an authorInstitution of the submission."""
 
 
 def _attribute(statement: etree._Element, name: str, value: str | etree._Element) -> None:
@@ -121,7 +124,7 @@ class VihfIssuer:
         person = subject.practitioner
         _attribute(statement, "urn:oasis:names:tc:xspa:1.0:subject:subject-id",
                    f"{person.given_name} {person.family_name}".strip())
-        _attribute(statement, "Identifiant_Structure", profile.structure_id)
+        _attribute(statement, "Identifiant_Structure", subject.structure_id or profile.structure_id)
         _attribute(statement, "LPS_ID", profile.lps_id)
         _attribute(statement, "LPS_Nom", profile.lps_name)
         _attribute(statement, "LPS_ID_HOMOLOGATION_DMP", profile.lps_homologation_id)

@@ -28,7 +28,15 @@ from drimbox.publish.jobs import JobState
 from drimbox.publish.outbox import Outbox
 from drimbox.publish.submission import KOS_TYPE
 from drimbox.publish.vihf import VihfIssuer, VihfProfile, VihfSubject
-from drimbox.publish.xds import STATUS, Code, FindDocumentsQuery, Signer, XdsClient, XdsEndpoints
+from drimbox.publish.xds import (
+    STATUS,
+    Code,
+    FindDocumentsQuery,
+    RegistryDocument,
+    Signer,
+    XdsClient,
+    XdsEndpoints,
+)
 from drimbox.reports import Practitioner
 from drimbox.testdata import GeneratedStudy
 from drimbox.testdata.ans_samples import ANS_PATIENT, fill_sample
@@ -114,6 +122,45 @@ class NodeProcess:
         raise TimeoutError(f"node not ready:\n{tail(self.log)}")
 
 
+class RegistryProcess:
+    """``drimbox registry serve`` on loopback, trusting ``ca`` for VIHF and DSG signatures."""
+
+    def __init__(self, workdir: Path, ca: TestCA) -> None:
+        self.port = free_port("127.0.0.1")
+        self.child = ChildProcess(
+            [*_drimbox(), "registry", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--data-dir", str(workdir / "registry"), "--trusted-ca-file", str(ca.cert_path)],
+            log_path=workdir / "registry.log", cwd=workdir)
+        _wait_http(f"{self.url}/healthz", self.child)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.child.stop()
+
+
+def approved_kos(registry_url: str, cert: IssuedCert, statuses: tuple[str, ...] = (STATUS.APPROVED,)
+                 ) -> list[RegistryDocument]:
+    """ITI-18 FindDocuments of the ANS patient's KOS entries."""
+    signer = Signer.from_files(cert.cert_path, cert.key_path)
+    vihf = VihfIssuer(VihfProfile("101235555", Code("SA07", "1.2.250.1.71.4.2.4"), "t", "t", "1", "t"), signer)
+    assertion = vihf.issue(VihfSubject(Practitioner("801234560801", "BIDEAULT", "Jacques"),
+                                       Code("10", "1.2.250.1.71.1.2.7", "Medecin"), None, PATIENT_ID),
+                           now=datetime.now(UTC))
+    with httpx.Client(timeout=30) as http:
+        client = XdsClient(XdsEndpoints(f"{registry_url}/xds/registry", f"{registry_url}/xds/repository"), http)
+        return client.find_documents(FindDocumentsQuery(PATIENT_ID, statuses=statuses, type_codes=(KOS_TYPE,)),
+                                     assertion=assertion)
+
+
+def study_of(entry: RegistryDocument) -> str:
+    """The Study Instance UID in an entry's referenceIdList."""
+    studies = [r.split("^")[0] for r in entry.reference_ids if r.endswith("studyInstanceUID")]
+    return studies[0] if studies else "?"
+
+
 class CrashNet:
     """Registry process + node processes sharing one outbox file, on the test's Orthanc."""
 
@@ -123,20 +170,15 @@ class CrashNet:
         self.node_ae = node_ae
         self.ca = TestCA.create(workdir / "pki")
         self.cert: IssuedCert = self.ca.issue("site-a", hosts=["127.0.0.1"])
-        self.registry_port = free_port("127.0.0.1")
         self.hl7_port = free_port("127.0.0.1")
-        self.registry = ChildProcess(
-            [*_drimbox(), "registry", "serve", "--host", "127.0.0.1", "--port", str(self.registry_port),
-             "--data-dir", str(workdir / "registry"), "--trusted-ca-file", str(self.ca.cert_path)],
-            log_path=workdir / "registry.log", cwd=workdir)
-        _wait_http(f"{self.registry_url}/healthz", self.registry)
+        self.registry = RegistryProcess(workdir, self.ca)
         self.config = self._write_config()
         self.node: NodeProcess | None = None
         self.restarts = 0
 
     @property
     def registry_url(self) -> str:
-        return f"http://127.0.0.1:{self.registry_port}"
+        return self.registry.url
 
     @property
     def outbox_path(self) -> Path:
@@ -224,21 +266,7 @@ class CrashNet:
 
     def approved_kos_per_study(self) -> Counter[str]:
         """ITI-18 FindDocuments (the ANS patient, approved, IMG-KOS): how many KOS per Study UID."""
-        signer = Signer.from_files(self.cert.cert_path, self.cert.key_path)
-        vihf = VihfIssuer(VihfProfile("101235555", Code("SA07", "1.2.250.1.71.4.2.4"), "t", "t", "1", "t"), signer)
-        assertion = vihf.issue(VihfSubject(Practitioner("801234560801", "BIDEAULT", "Jacques"),
-                                           Code("10", "1.2.250.1.71.1.2.7", "Medecin"), None, PATIENT_ID),
-                               now=datetime.now(UTC))
-        with httpx.Client(timeout=30) as http:
-            client = XdsClient(XdsEndpoints(f"{self.registry_url}/xds/registry", f"{self.registry_url}/xds/repository"),
-                               http)
-            found = client.find_documents(FindDocumentsQuery(PATIENT_ID, statuses=(STATUS.APPROVED,),
-                                                             type_codes=(KOS_TYPE,)), assertion=assertion)
-        counts: Counter[str] = Counter()
-        for entry in found:
-            studies = [r.split("^")[0] for r in entry.reference_ids if r.endswith("studyInstanceUID")]
-            counts[studies[0] if studies else "?"] += 1
-        return counts
+        return Counter(study_of(entry) for entry in approved_kos(self.registry_url, self.cert))
 
 
 class Ris:
