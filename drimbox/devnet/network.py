@@ -8,8 +8,10 @@ for other tools (the contract of DESIGN §5 — keep its shape).
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -24,8 +26,10 @@ from drimbox.devnet.orthanc import OrthancProcess
 from drimbox.devnet.pki import TestCA
 from drimbox.devnet.ports import free_port
 from drimbox.devnet.process import ChildProcess, DevnetError, stop_all, tail
+from drimbox.testdata import GeneratedStudy
+from drimbox.testdata.cda import ReportSpec, make_report_cda
 
-__all__ = ["DEMO_AUDIENCE", "DEMO_ISSUER", "DemoNetwork", "SitePlan"]
+__all__ = ["DEMO_AUDIENCE", "DEMO_ISSUER", "DemoNetwork", "SitePlan", "demo_oru"]
 
 DEMO_ISSUER = "urn:drimbox:demo:idp"
 DEMO_AUDIENCE = "drimbox"
@@ -162,6 +166,9 @@ class DemoNetwork:
                 str(self.registry_port),
                 "--data-dir",
                 str(self.workdir / "registry"),
+                # VIHF assertions and DSG signatures of the sites are signed with demo-CA certificates.
+                "--trusted-ca-file",
+                str(self.workdir / "pki" / "ca.pem"),
             ],
         )
 
@@ -210,6 +217,8 @@ class DemoNetwork:
             "auth": {"issuer": DEMO_ISSUER, "audience": DEMO_AUDIENCE, "public_key_file": str(pki / "idp.pub.pem")},
             "registry": {"base_url": self.registry_url},
             "storage": {"data_dir": str(site_dir / "node-data")},
+            # KOS publication (F3): signed with the site's certificate (tls.*), trusted by the registry.
+            "publish": {"organisation_id": f"1{site.dimse_port:09d}", "organisation_name": f"Demo {site.name}"},
         }
         path = site_dir / "node.toml"
         path.write_text(tomli_w.dumps(settings))
@@ -295,6 +304,27 @@ class DemoNetwork:
             "token_command": [*_drimbox_command(), "dev-token", "--workdir", str(self.workdir)],
         }
 
+    # -- reports ----------------------------------------------------------------------------------
+
+    def send_report(self, site: str, study: GeneratedStudy, *, timeout: float = 30.0) -> str:
+        """Send the validated report of a study to a site's node over MLLP, as its RIS would (F1).
+
+        The node ACKs once the publication job is queued, then publishes the KOS to the registry.
+        Returns the ACK code (``AA``; a patient without INS is accepted, then dead-lettered).
+        """
+        plan = next(s for s in self.sites if s.name == site)
+        message = demo_oru(study, control_id=f"DEMO-{study.accession_number}")
+        with socket.create_connection((plan.address, plan.hl7_port), timeout=timeout) as sock:
+            sock.sendall(b"\x0b" + message + b"\x1c\r")
+            answer = b""
+            while b"\x1c\r" not in answer:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise DevnetError(f"{site}: the node closed the MLLP connection without an ACK")
+                answer += chunk
+        msa = next((line for line in answer.split(b"\r") if line.startswith(b"MSA")), b"MSA|??")
+        return msa.split(b"|")[1].decode()
+
     # -- stop -------------------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -305,3 +335,31 @@ class DemoNetwork:
             orthanc.terminate()
         for orthanc in self._orthancs.values():
             orthanc.wait()
+
+
+def demo_oru(study: GeneratedStudy, *, control_id: str) -> bytes:
+    """An ORU^R01 (HL7 v2.5, CI-SIS profile) carrying a generated report CDA for ``study``.
+
+    PID-3 gives the INS (with PID-32 ``VALI``) when the patient has one, and the local IPP.
+    """
+    patient = study.patient
+    spec = ReportSpec(patient=patient, study_instance_uid=study.study_instance_uid,
+                      accession_number=study.accession_number, document_id=f"{study.study_instance_uid}.9",
+                      set_id=f"DEMO-{study.accession_number}", modality=study.modality)
+    cda = base64.b64encode(make_report_cda(spec)).decode("ascii")
+    ids = f"{patient.ipp}^^^{patient.ipp_issuer}&{spec.ipp_oid}&ISO^PI"
+    if patient.ins:
+        ids = f"{patient.ins}^^^ASIP-SANTE-INS-NIR&{patient.ins_oid}&ISO^INS~{ids}"
+    status = "VALI" if patient.ins else "PROV"
+    segments = [
+        f"MSH|^~\\&|RIS_DEMO|DEMO|DRIMBOX|DEMO|{study.study_date or '20250114'}100000||ORU^R01^ORU_R01"
+        f"|{control_id}|P|2.5|||||FRA|UNICODE UTF-8|||2.1^CISIS_CDA_HL7_V2",
+        f"PID|||{ids}||{patient.family}^{patient.given}^^^^^L||{patient.birth_date}|{patient.sex}"
+        f"|||||||||||||||||||||||N|{status}",
+        "PV1|1|O",
+        "ORC|NW|",
+        f"OBR|1|||18748-4^CR d'imagerie médicale^LN|||||||||||||||{study.accession_number}|||||||F",
+        f"OBX|1|ED|18748-4^CR d'imagerie médicale^LN||^TEXT^XML^Base64^{cda}||||||F|",
+        "OBX|2|CE|DESTDMP^Destinataire DMP^MetaDMPMSS||Y^^expandedYes-NoIndicator||||||F|",
+    ]
+    return "\r".join(segments).encode("utf-8") + b"\r"

@@ -2,6 +2,8 @@
 
 Generated (synthetic, no patient data) into ``WORKDIR/samples`` and sent to the PACS with the node's
 own C-STORE SCU, under the site node's AE title (the only calling AE the PACS accepts stores from).
+Each study's report then goes to site A's node over MLLP, which publishes its KOS to the registry
+(the MR's patient has no INS: its report is acknowledged, then dead-lettered, as the DMP requires).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ def load_demo_samples(network: DemoNetwork, *, full_size: bool = True) -> Iterat
     try:
         for label, study in _studies(network, full_size=full_size):
             client.store(study.files)
-            yield f"{label} ({len(study.files)} instances, accession {study.accession_number})"
+            # The RIS's validated report: the node queues it (ACK) and publishes the KOS (F1 → F3).
+            ack = network.send_report(site.name, study)
+            yield f"{label} ({len(study.files)} instances, accession {study.accession_number}, report ACK {ack})"
     finally:
         client.close()
