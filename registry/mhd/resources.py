@@ -11,6 +11,7 @@ facility and practice setting, and ``referenceIdList`` as ``related`` identifier
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 from typing import Any
 
 from registry.soap.xmlparse import parse_xml
@@ -46,6 +47,11 @@ def _concept(entry: RegistryObject, scheme: str) -> list[dict[str, Any]]:
             coding["display"] = classification.name
         concepts.append({"coding": [coding]})
     return concepts
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite hands timestamps back without their zone; they were written in UTC
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _first(concepts: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -107,7 +113,7 @@ def document_reference(row: DocumentEntryRow, base_url: str) -> dict[str, Any]:
         "type": (_concept(entry, ns.DE_TYPE_CODE) or [{}])[0],
         "category": _concept(entry, ns.DE_CLASS_CODE),
         "subject": {"identifier": {"system": f"urn:oid:{ins_oid}", "value": ins}},
-        "date": row.registered_at.isoformat().replace("+00:00", "Z"),
+        "date": _utc(row.registered_at).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "securityLabel": _concept(entry, ns.DE_CONFIDENTIALITY_CODE),
         "content": [{"attachment": attachment, "format": _concept(entry, ns.DE_FORMAT_CODE)[0]["coding"][0]}],
         "context": {k: v for k, v in context.items() if v},

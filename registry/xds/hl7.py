@@ -104,6 +104,19 @@ def _authority(component: str, what: str) -> str:
     return subs[1]
 
 
+def _any_authority(component: str, what: str) -> str:
+    """An HD that may be a local namespace alone (``IPP-SITE``) or carry an OID; returns the OID or ``""``.
+
+    Local identifiers (IPP, accession, order) are often issued by authorities with no OID; IHE only
+    requires the assigning authority to be present (ITI TF-3 §4.2.3.2.19).
+    """
+    if "&" not in component:
+        if not component.strip():
+            raise Hl7FormatError(f"{what}: assigning authority is empty")
+        return ""
+    return _authority(component, what)
+
+
 def ins_key_is_valid(ins: str) -> bool:
     """Whether the last two digits of a 15-character NIR/NIA are its key: 97 - (first 13 mod 97).
 
@@ -139,11 +152,14 @@ def parse_patient_id(value: str, accepted_oids: tuple[str, ...]) -> Cx:
 
 
 def parse_source_patient_id(value: str) -> Cx:
-    """``sourcePatientId``: ``<id>^^^&<OID>&ISO^<type>`` (IPP with ``PI``, or the INS with ``NH``)."""
+    """``sourcePatientId``: ``<id>^^^<authority>^<type>`` (IPP with ``PI``, or the INS with ``NH``).
+
+    The authority is ``&<OID>&ISO`` or a local namespace id.
+    """
     components = value.split("^")
     if len(components) < 4 or not components[0] or components[1] or components[2]:
         raise Hl7FormatError(f"sourcePatientId {value!r} is not of the form <id>^^^&<OID>&ISO^<type>")
-    oid = _authority(components[3], f"sourcePatientId {value!r}")
+    oid = _any_authority(components[3], f"sourcePatientId {value!r}")
     type_code = components[4] if len(components) > 4 else ""
     if not type_code:
         raise Hl7FormatError(f"sourcePatientId {value!r}: identifier type code (CX.5, e.g. PI) is missing")
@@ -179,14 +195,14 @@ def parse_xon(value: str, what: str) -> Xon:
 
 
 def parse_reference_id(value: str) -> ReferenceId:
-    """A ``referenceIdList`` CXi ``<id>^^^<&OID&ISO or empty>^<type>`` (ITI TF-3 §4.2.3.2.28).
+    """A ``referenceIdList`` CXi ``<id>^^^<authority or empty>^<type>`` (ITI TF-3 §4.2.3.2.28).
 
     A Study Instance UID reference must carry a DICOM UID (≤ 64 characters, digits and dots).
     """
     components = value.split("^")
     if len(components) < 5 or not components[0] or components[1] or components[2]:
         raise Hl7FormatError(f"referenceIdList value {value!r} is not of the form <id>^^^<authority>^<type>")
-    authority = _authority(components[3], f"referenceIdList value {value!r}") if components[3] else ""
+    authority = _any_authority(components[3], f"referenceIdList value {value!r}") if components[3] else ""
     id_type = components[4]
     if id_type not in REFERENCE_ID_TYPES:
         raise Hl7FormatError(f"referenceIdList value {value!r}: unknown identifier type {id_type!r}")

@@ -67,6 +67,7 @@ def test_search_finds_the_kos_and_binary_returns_its_bytes(registry: RegistryUnd
     assert reference["resourceType"] == "DocumentReference"
     assert reference["masterIdentifier"]["value"] == f"urn:oid:{published.kos_uid}"
     assert reference["status"] == "current"
+    assert reference["date"].endswith("Z") and len(reference["date"]) == 20
     assert reference["subject"]["identifier"] == {"system": "urn:oid:1.2.250.1.213.1.4.10", "value": published.ins}
     assert reference["type"]["coding"][0]["code"] == "IMG-KOS"
     assert reference["category"][0]["coding"][0]["code"] == "31"

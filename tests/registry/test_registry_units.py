@@ -12,7 +12,15 @@ from xdsfactory import CROSS_SAMPLE, FAILURE, SUCCESS, Submission, extrinsic, se
 from registry.config import INS_OIDS
 from registry.soap.mtom import MultipartRejected, build_mtom, parse_multipart_related
 from registry.store.blobs import BlobNotFound, FileBlobStore
-from registry.xds.hl7 import Hl7FormatError, ins_key_is_valid, parse_dtm, parse_patient_id, parse_xon
+from registry.xds.hl7 import (
+    Hl7FormatError,
+    ins_key_is_valid,
+    parse_dtm,
+    parse_patient_id,
+    parse_reference_id,
+    parse_source_patient_id,
+    parse_xon,
+)
 from registry.xds.query_params import code_filters, reference_filters, time_bound
 
 
@@ -55,6 +63,14 @@ def test_dtm_is_utc_to_the_second() -> None:
     assert parse_dtm("20231103161723", "creationTime").isoformat() == "2023-11-03T16:17:23+00:00"
     with pytest.raises(Hl7FormatError, match="time-zone offset"):
         parse_dtm("20231103161723-0500", "creationTime")
+
+
+def test_local_identifiers_may_have_a_namespace_authority() -> None:
+    assert parse_source_patient_id("IPP123^^^HOPITAL-X^PI").id == "IPP123"
+    accession = parse_reference_id("A1^^^RIS-X^urn:ihe:iti:xds:2013:accession")
+    assert (accession.id, accession.authority_oid) == ("A1", "")
+    with pytest.raises(Hl7FormatError, match="is not '&<OID>&ISO'"):
+        parse_source_patient_id("IPP123^^^&not-an-oid&ISO^PI")
 
 
 def test_xon_needs_its_identifier() -> None:
