@@ -247,7 +247,7 @@ class Publisher:
                 return  # settled inside (unchanged, or nothing left to publish)
         self._send(handle, report, prepared)
         self._crash.reach(CrashPoint.BEFORE_DONE)
-        if len(exam.kos_uids) > 1 or prepared.kos_uid not in exam.kos_uids:
+        if any(uid != prepared.kos_uid for uid in exam.kos_uids):  # only an exam published before can have others
             self._deprecate_others(handle, report, exam, prepared)
         handle.complete(f"published KOS {prepared.kos_uid}"
                         + (f" replacing {prepared.replaces}" if prepared.replaces else ""), published=True)
