@@ -175,3 +175,11 @@ def test_registry_refusal_is_permanent(bench: Bench, exam: GeneratedStudy) -> No
     bench.run()
     job = bench.outbox.job(job_id)
     assert job is not None and job.state is JobState.DEAD_LETTER, job
+
+
+def test_publication_schedules_the_configured_refreshes(bench: Bench, exam: GeneratedStudy) -> None:
+    bench.publisher.refresh_after_s = (3600.0,)
+    bench.outbox.enqueue(_report(exam))
+    bench.run()
+    (refresh,) = bench.outbox.jobs([JobState.PENDING])
+    assert refresh.kind is JobKind.REFRESH and refresh.not_before > refresh.created + 3500
