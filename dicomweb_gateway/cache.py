@@ -127,7 +127,7 @@ class CachingStore:
         with self.cache.pinned(target.study_uid):
             try:
                 for instance in upstream:
-                    served = self.cache.adopt(instance.path, target.study_uid)
+                    served = self.cache.adopt(instance)
                     try:
                         received.append(instance)
                         yield replace(instance, path=served)

@@ -11,7 +11,8 @@ is not complete and durable:
 
 1. the bytes are put in ``tmp/`` — copied, or, for a file the caller hands over (:meth:`FileStore.adopt`),
    hard-linked (no copy);
-2. the file is fsync'ed, its header parsed from that copy (so a truncated copy fails here);
+2. the file is fsync'ed, its header parsed from that copy (so a truncated copy fails here) —
+   except for an adopted file, whose identifiers the backend read already (they are checked);
 3. the file is renamed into ``objects/`` (atomic) and the directory fsync'ed;
 4. only then is the index row committed. Only indexed files are ever served.
 
@@ -23,9 +24,9 @@ was queued, never more: on open, everything in ``tmp/`` is deleted and files in 
 without an index row (a crash between 3 and 4) are deleted too; index rows whose file vanished are
 dropped.
 
-Searchable attributes (the header as DICOM JSON, read by :meth:`FileStore.search`) are computed
-when the file is added; for adopted files — the cache, which is never searched in the node — only
-when a search first needs them.
+Searchable attributes (the header as DICOM JSON, modality, instance number; read by
+:meth:`FileStore.search`) are computed when a file is added; for adopted files — the cache, which
+the node never searches — when a search first covers them.
 
 Size is bounded by ``max_bytes``: after each batch the least recently used instances (by last
 retrieval or store) are evicted until the total fits, except instances of studies being streamed
@@ -37,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import logging
 import os
 import shutil
@@ -105,7 +107,6 @@ _COLUMNS = "sop_instance_uid, study_uid, series_uid, sop_class_uid, transfer_syn
 _BULK = 1024
 _NOT_YET = ""
 """``attrs`` of an adopted instance until a search computes them."""
-_LIGHT_TAGS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "Modality", "InstanceNumber")
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,8 @@ class _Ingest:
     """Put a file of ``tmp/`` in place and index it."""
 
     tmp: Path
-    eager_attrs: bool
+    known: InstanceFile | None = None
+    """What the caller knows of an adopted file (else its header is parsed and fully indexed)."""
     study_uid: str | None = None
     done: Future[StoredInstance] | None = None
     row: tuple[Any, ...] | None = None
@@ -267,23 +269,26 @@ class FileStore:
                 tmp.unlink()
             raise
         done: Future[StoredInstance] = Future()
-        self._submit(_Ingest(tmp, eager_attrs=True, done=done))
+        self._submit(_Ingest(tmp, done=done))
         return done.result()
 
-    def adopt(self, source: Path, study_uid: str) -> Path:
+    def adopt(self, instance: InstanceFile) -> Path:
         """Take a retrieved Part 10 file into the store, without waiting for it (write-behind).
 
-        ``source`` is hard-linked into ``tmp/`` (copied when it is on another file system), so it
-        must be complete and never be modified in place afterwards (deleting or replacing it by
-        rename is fine: the usual spool file). The writer thread then makes it durable and indexes
-        it; the study is pinned against eviction meanwhile. A file that turns out unreadable is
-        not stored (logged).
+        ``instance.path`` is hard-linked into ``tmp/`` (copied when it is on another file system),
+        so it must be complete and never be modified in place afterwards (deleting or replacing it
+        by rename is fine: the usual spool file). The writer thread then makes it durable and
+        indexes it under the identifiers of ``instance`` — as the backend read them from the file;
+        not parsed again, the header is read only if a search needs its attributes — and the study
+        is pinned against eviction meanwhile. Identifiers that are not valid UIDs: not stored
+        (logged).
 
         Returns
         -------
         Path
             A link to serve the file from right now, valid until :meth:`release`.
         """
+        source = instance.path
         token = uuid.uuid4().hex
         part = self._tmp / f"{token}.part"
         serve = self._tmp / f"{token}.serve"
@@ -300,7 +305,7 @@ class FileStore:
             os.link(part, serve)
         except OSError:
             serve = source  # no hard links here: the source stays valid until the consumer moves on
-        self._submit(_Ingest(part, eager_attrs=False, study_uid=study_uid))
+        self._submit(_Ingest(part, known=instance, study_uid=instance.study_uid))
         return serve
 
     def release(self, served: Path) -> None:
@@ -419,9 +424,8 @@ class FileStore:
             try:
                 if isinstance(outcome, BaseException):
                     raise outcome
-                size = outcome
-                ds, attrs = _read_header(job.tmp, full=job.eager_attrs)
-                final = self._objects / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
+                instance, modality, number, attrs = _identify(job.tmp, outcome, job.known)
+                final = self._objects / instance.study_uid / instance.series_uid / f"{instance.sop_instance_uid}.dcm"
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(job.tmp, final)
             except (InvalidDicomError, OSError) as exc:
@@ -430,20 +434,11 @@ class FileStore:
                     job.tmp.unlink()
                 continue
             directories.add(final.parent)
-            instance = InstanceFile(
-                path=final,
-                study_uid=str(ds.StudyInstanceUID),
-                series_uid=str(ds.SeriesInstanceUID),
-                sop_instance_uid=str(ds.SOPInstanceUID),
-                sop_class_uid=str(ds.SOPClassUID),
-                transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
-                size=size,
-            )
-            modality = str(ds.get("Modality", "") or "")
-            number = _instance_number(ds.get("InstanceNumber"))
+            instance = dataclasses.replace(instance, path=final)
             job.stored = StoredInstance(instance, modality)
             job.row = (instance.sop_instance_uid, instance.study_uid, instance.series_uid, instance.sop_class_uid,
-                       instance.transfer_syntax, modality, number, size, str(final), attrs, time.time())  # fmt: skip
+                       instance.transfer_syntax, modality, number, instance.size, str(final), attrs,
+                       time.time())  # fmt: skip
         return directories
 
     def _flush(self, paths: list[Path]) -> list[int | OSError]:
@@ -611,46 +606,48 @@ class FileStore:
 
     def _search_instances(self, query: SearchQuery) -> Iterator[Dataset]:
         where, args = self._where(query)
+        self._index_adopted(where, args)
         with self._lock:
             rows = self._db.execute(
-                f"SELECT rowid, attrs, path FROM instances{where} "
-                "ORDER BY study_uid, series_uid, instance_number, rowid",
-                args,
+                f"SELECT attrs FROM instances{where} ORDER BY study_uid, series_uid, instance_number, rowid", args
             ).fetchall()
-        known = self._attrs(rows)
-        for rowid, _, _ in rows:
-            if (attrs := known.get(rowid)) is None:
-                continue
+        for (attrs,) in rows:
+            if attrs == _NOT_YET:
+                continue  # unreadable header (see _index_adopted)
             ds = _dataset(attrs)
             if matches(query.matching, ds, fuzzy=query.fuzzy):
                 yield ds
 
-    def _attrs(self, rows: Sequence[tuple[int, str, str]]) -> dict[int, str]:
-        """``attrs`` by rowid, computing (and storing) those of adopted files on first need."""
-        known = {rowid: attrs for rowid, attrs, _ in rows if attrs != _NOT_YET}
-        missing = [(rowid, path) for rowid, attrs, path in rows if attrs == _NOT_YET]
-        computed: list[tuple[str, int]] = []
-        for rowid, path in missing:
+    def _index_adopted(self, where: str, args: list[str]) -> None:
+        """Read once the headers of adopted files in scope: ``attrs``, modality, instance number."""
+        pending = f"{where} AND attrs = ?" if where else " WHERE attrs = ?"
+        with self._lock:
+            rows = self._db.execute(f"SELECT rowid, path FROM instances{pending}", [*args, _NOT_YET]).fetchall()
+        updates: list[tuple[str, str, int | None, int]] = []
+        for rowid, path in rows:
             try:
-                _, attrs = _read_header(Path(path), full=True)
-            except InvalidDicomError as exc:  # evicted meanwhile, or damaged: not a match
+                ds, attrs = _read_header(Path(path))
+            except InvalidDicomError as exc:  # evicted meanwhile, or damaged: left out of searches
                 _log.info("cannot index %s: %s", path, exc)
                 continue
-            known[rowid] = attrs
-            computed.append((attrs, rowid))
-        if computed:
-            with self._lock:
-                self._db.execute("BEGIN")
-                try:
-                    self._db.executemany("UPDATE instances SET attrs = ? WHERE rowid = ?", computed)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-        return known
+            modality = str(ds.get("Modality", "") or "")
+            updates.append((attrs, modality, _instance_number(ds.get("InstanceNumber")), rowid))
+        if not updates:
+            return
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "UPDATE instances SET attrs = ?, modality = ?, instance_number = ? WHERE rowid = ?", updates
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def _search_groups(self, query: SearchQuery) -> Iterator[Dataset]:
         where, args = self._where(query)
+        self._index_adopted(where, args)
         study_level = query.level == QueryLevel.STUDY
         group = "study_uid" if study_level else "study_uid, series_uid"
         with self._lock:
@@ -660,13 +657,12 @@ class FileStore:
                 args,
             ).fetchall()
             marks = ",".join("?" * len(groups))
-            rows = self._db.execute(
-                f"SELECT rowid, attrs, path FROM instances WHERE rowid IN ({marks})", [g[0] for g in groups]
-            ).fetchall()
-        reps = self._attrs(rows)
+            reps: dict[int, str] = dict(
+                self._db.execute(f"SELECT rowid, attrs FROM instances WHERE rowid IN ({marks})", [g[0] for g in groups])
+            )
         keep = STUDY_KEYWORDS if study_level else STUDY_KEYWORDS | SERIES_KEYWORDS
         for rowid, count, series_count, modalities, sop_classes in groups:
-            if rowid not in reps:
+            if reps[rowid] == _NOT_YET:
                 continue
             full = _dataset(reps[rowid])
             ds = Dataset()
@@ -702,14 +698,10 @@ class _OnDisk(Iterator[InstanceFile]):
             close()
 
 
-def _read_header(path: Path, *, full: bool = True) -> tuple[Dataset, str]:
-    """The header of a Part 10 file and (``full``) its searchable attributes as DICOM JSON;
-    otherwise only the attributes the index columns need, and ``attrs`` left to compute."""
+def _read_header(path: Path) -> tuple[Dataset, str]:
+    """The header of a Part 10 file and its searchable attributes as DICOM JSON."""
     try:
-        if full:
-            ds = dcmread(path, stop_before_pixels=True)
-        else:
-            ds = dcmread(path, stop_before_pixels=True, specific_tags=list(_LIGHT_TAGS))
+        ds = dcmread(path, stop_before_pixels=True)
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
             if not is_valid_uid(str(ds.get(keyword, ""))):
                 raise InvalidDicomError(f"missing or invalid {keyword}")
@@ -717,10 +709,29 @@ def _read_header(path: Path, *, full: bool = True) -> tuple[Dataset, str]:
             raise InvalidDicomError("no File Meta Information transfer syntax")
     except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError) as exc:
         raise InvalidDicomError(f"not a readable DICOM Part 10 file: {exc}") from exc
-    if not full:
-        return ds, _NOT_YET
     attrs = ds.to_json(bulk_data_threshold=_BULK, bulk_data_element_handler=lambda _elem: "")
     return ds, attrs
+
+
+def _identify(path: Path, size: int, known: InstanceFile | None) -> tuple[InstanceFile, str, int | None, str]:
+    """The instance, its modality, instance number and ``attrs``: from ``known`` (adopted; only
+    checked, since its UIDs become path components), else from the header."""
+    if known is not None:
+        for value in (known.study_uid, known.series_uid, known.sop_instance_uid, known.sop_class_uid):
+            if not is_valid_uid(value):
+                raise InvalidDicomError(f"not stored: {value!r} is not a valid UID")
+        return dataclasses.replace(known, size=size), "", None, _NOT_YET
+    ds, attrs = _read_header(path)
+    instance = InstanceFile(
+        path=path,
+        study_uid=str(ds.StudyInstanceUID),
+        series_uid=str(ds.SeriesInstanceUID),
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        sop_class_uid=str(ds.SOPClassUID),
+        transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
+        size=size,
+    )
+    return instance, str(ds.get("Modality", "") or ""), _instance_number(ds.get("InstanceNumber")), attrs
 
 
 def _instance_number(value: object) -> int | None:

@@ -179,3 +179,23 @@ def test_caching_store_behind_the_gateway(tmp_path: Path, pacs: CountingUpstream
         assert r.status_code == 503 and r.headers["retry-after"] == "5"
         assert c.get("/dicom-web/studies").status_code == 503
         assert c.get(url).status_code == 200  # complete in cache: no PACS needed
+
+
+def test_teed_instances_are_searchable(tmp_path: Path, pacs: CountingUpstream, corpus: Corpus) -> None:
+    """Instances taken in behind the client (write-behind, header not parsed then) answer searches
+    like stored ones once the writer has committed them."""
+    from dicomweb_gateway import QueryLevel
+
+    cache_fs = FileStore(tmp_path / "cache")
+    cache = CachingStore(cache_fs, pacs)  # type: ignore[arg-type]
+    list(cache.retrieve(RetrieveTarget(corpus.ct.study_instance_uid)))
+    assert cache_fs.settle(timeout_s=10)
+    for level in (QueryLevel.STUDY, QueryLevel.SERIES, QueryLevel.IMAGE):
+        matching = Dataset()
+        matching.StudyInstanceUID = corpus.ct.study_instance_uid
+        query = SearchQuery(level, matching)
+        assert [ds.to_json_dict() for ds in cache_fs.search(query)] == [
+            ds.to_json_dict() for ds in pacs.inner.search(query)
+        ]
+    cache_fs.close()
+    assert len(FileStore(tmp_path / "cache")) == len(corpus.ct.files)  # durable across a restart
