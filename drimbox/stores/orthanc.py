@@ -40,7 +40,7 @@ from dicomweb_gateway import (
     SearchQuery,
     StoreOutcome,
 )
-from drimbox.stores.fetch import Cancelled, FetchError, FileFetcher, HttpStatus
+from drimbox.stores.fetch import FetchError, FileFetcher, HttpStatus
 from drimbox.stores.orthanc_query import UNIQUE_KEY, QidoPlan, find_body, plan_qido, uid_batches
 from drimbox.stores.spool import Spool, discard
 
@@ -221,13 +221,13 @@ class OrthancStore:
         with self.spool.job("orthanc") as dest:
             items = self._list(target)
             cancel = threading.Event()
-            pending: deque[tuple[_Item, Future[Path]]] = deque()
+            pending: deque[tuple[_Item, Future[InstanceFile]]] = deque()
             queue = iter(items)
 
             def submit_next() -> None:
                 item = next(queue, None)
                 if item is not None:
-                    pending.append((item, self._pool.submit(self._download, item, dest, cancel)))
+                    pending.append((item, self._pool.submit(self._download, target, item, dest, cancel)))
 
             for _ in range(self.parallel):
                 submit_next()
@@ -235,26 +235,28 @@ class OrthancStore:
                 while pending:
                     item, future = pending.popleft()
                     with self._errors("download"):
-                        path = future.result()
+                        instance = future.result()
                     submit_next()  # before yielding: the next file downloads while this one is sent
                     try:
-                        yield self._instance_file(target, item, path)
+                        yield instance
                     finally:
-                        discard(path)
+                        discard(instance.path)
             finally:
                 cancel.set()
                 for _, future in pending:
                     with contextlib.suppress(Exception):
-                        future.result()
+                        discard(future.result().path)
 
-    def _download(self, item: _Item, dest: Path, cancel: threading.Event) -> Path:
+    def _download(self, target: RetrieveTarget, item: _Item, dest: Path, cancel: threading.Event) -> InstanceFile:
+        """Download one file and read its File Meta Information (in the download thread: off the
+        path of the instance being sent)."""
         path = dest / f"{item.orthanc_id}.dcm"
         try:
             self._fetcher.fetch(f"/instances/{item.orthanc_id}/file", path, cancel)
-        except (Cancelled, FetchError, HttpStatus):
+            return self._instance_file(target, item, path)
+        except BaseException:
             discard(path)
             raise
-        return path
 
     def _instance_file(self, target: RetrieveTarget, item: _Item, path: Path) -> InstanceFile:
         try:
