@@ -41,7 +41,6 @@ __all__ = [
     "ensure_patient",
     "existing_uuids",
     "find_documents",
-    "has_code",
     "related_associations",
     "set_document_status",
     "submission_set_exists",
@@ -227,16 +226,6 @@ def existing_uuids(session: Session, *, uuids: Sequence[str]) -> set[str]:
     for model in (DocumentEntryRow, SubmissionSetRow, AssociationRow):
         found.update(session.scalars(select(model.entry_uuid).where(model.entry_uuid.in_(uuids))))
     return found
-
-
-def has_code(session: Session, *, document_id: int, kind: str, codes: Sequence[str]) -> bool:
-    """Whether the entry has a side-table value of ``kind`` among ``codes``."""
-    if not codes:
-        return False
-    statement = select(DocumentCodeRow.id).where(
-        DocumentCodeRow.document_id == document_id, DocumentCodeRow.kind == kind, DocumentCodeRow.code.in_(codes)
-    )
-    return session.scalar(statement.limit(1)) is not None
 
 
 def deprecate_document(session: Session, *, entry_uuid: str) -> bool:

@@ -143,3 +143,13 @@ def test_cli_serve_offers_the_security_options() -> None:
         "--data-dir",
     ):
         assert option in result.output
+
+
+def test_registry_imports_neither_the_node_nor_the_gateway() -> None:
+    """The registry is a separate national service: the node talks to it over XDS.b only (DESIGN §4)."""
+    package = Path(registry_package.__file__).parent
+    for source in package.rglob("*.py"):
+        for line in source.read_text().splitlines():
+            words = line.split()
+            if words[:1] in (["import"], ["from"]) and len(words) > 1:
+                assert words[1].split(".")[0] not in ("drimbox", "dicomweb_gateway"), f"{source}: {line}"
