@@ -34,7 +34,6 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from pydicom.filereader import read_file_meta_info
@@ -44,7 +43,7 @@ from drimbox.config import RemoteAE
 from drimbox.devnet.dcmtk import dcmtk_env, dcmtk_tool
 from drimbox.devnet.errors import DevnetError
 from drimbox.devnet.ports import free_port
-from drimbox.devnet.process import ChildProcess, tail
+from drimbox.devnet.process import ChildProcess, ManagedServer, tail
 
 __all__ = ["DcmqrscpProcess"]
 
@@ -55,7 +54,7 @@ _INDEX_BATCH = 500  # files per dcmqridx call, to stay well under the argv limit
 _UNCOMPRESSED = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian})
 
 
-class DcmqrscpProcess:
+class DcmqrscpProcess(ManagedServer):
     """One dcmqrscp archive with a single AE (its own storage area, read/write, any peer).
 
     Parameters
@@ -86,7 +85,7 @@ class DcmqrscpProcess:
         self._host = host
         self._port = port or free_port("0.0.0.0")
         self._destinations = dict(move_destinations or {})
-        self._proc: ChildProcess | None = None
+        super().__init__()
 
     @property
     def aet(self) -> str:
@@ -102,11 +101,6 @@ class DcmqrscpProcess:
     def dicom_port(self) -> int:
         """DICOM port."""
         return self._port
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of the listening (parent) process while running."""
-        return self._proc.pid if self._proc is not None else None
 
     @property
     def storage_dir(self) -> Path:
@@ -218,37 +212,6 @@ class DcmqrscpProcess:
         except subprocess.TimeoutExpired:
             return False
         return result.returncode == 0
-
-    def terminate(self) -> None:
-        """Send SIGTERM to the process group without waiting."""
-        if self._proc is not None:
-            self._proc.terminate()
-
-    def wait(self, timeout: float = 10.0) -> None:
-        """Wait for a terminated dcmqrscp to exit (SIGKILL after ``timeout``)."""
-        if self._proc is not None:
-            self._proc.wait(timeout)
-            self._proc = None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop dcmqrscp and every association child it forked."""
-        self.terminate()
-        self.wait(timeout)
-
-    @property
-    def process(self) -> ChildProcess | None:
-        """The running child process, if any."""
-        return self._proc
-
-    def __enter__(self) -> Self:
-        if self._proc is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # -- content ---------------------------------------------------------------------------------
 

@@ -27,7 +27,6 @@ import shutil
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import httpx
@@ -35,7 +34,7 @@ import httpx
 from drimbox.config import RemoteAE
 from drimbox.devnet.errors import DevnetError
 from drimbox.devnet.ports import free_port, wait_for_port
-from drimbox.devnet.process import ChildProcess, tail
+from drimbox.devnet.process import ChildProcess, ManagedServer, tail
 
 __all__ = ["DICOMWEB_PLUGIN", "Modality", "OrthancProcess"]
 
@@ -61,7 +60,7 @@ def _modality_entry(aet: str, host: str, port: int) -> dict[str, Any]:
     }
 
 
-class OrthancProcess:
+class OrthancProcess(ManagedServer):
     """One Orthanc server: generated config, own storage, started on construction via :meth:`start`.
 
     Parameters
@@ -85,6 +84,8 @@ class OrthancProcess:
     extra_config:
         Top-level options merged last (e.g. TLS settings), for what this class does not cover.
     """
+
+    _stop_timeout_s = 15.0  # Orthanc takes 2.5-5 s to stop
 
     def __init__(
         self,
@@ -112,7 +113,7 @@ class OrthancProcess:
         self._check_modality_host = check_modality_host
         self._extra_config = dict(extra_config or {})
         self._name = name or aet
-        self._proc: ChildProcess | None = None
+        super().__init__()
         self._client: httpx.Client | None = None
 
     # -- addresses -------------------------------------------------------------------------------
@@ -146,11 +147,6 @@ class OrthancProcess:
     def dicomweb_url(self) -> str:
         """Base URL of the DICOMweb plugin (no trailing slash)."""
         return f"{self.http_url}/dicom-web"
-
-    @property
-    def pid(self) -> int | None:
-        """Process id while running."""
-        return self._proc.pid if self._proc is not None else None
 
     @property
     def config_path(self) -> Path:
@@ -291,39 +287,10 @@ class OrthancProcess:
             parts.append(tail(logs[-1], lines))
         return "\n".join(part for part in parts if part)
 
-    def terminate(self) -> None:
-        """Send SIGTERM without waiting (use :meth:`wait` or :func:`~drimbox.devnet.stop_all`)."""
-        if self._proc is not None:
-            self._proc.terminate()
-
-    def wait(self, timeout: float = 15.0) -> None:
-        """Wait for a terminated Orthanc to exit (SIGKILL after ``timeout``)."""
+    def _released(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
-        if self._proc is not None:
-            self._proc.wait(timeout)
-            self._proc = None
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop Orthanc: SIGTERM, wait up to ``timeout`` (it takes 2.5-5 s), then SIGKILL."""
-        self.terminate()
-        self.wait(timeout)
-
-    @property
-    def process(self) -> ChildProcess | None:
-        """The running child process, if any."""
-        return self._proc
-
-    def __enter__(self) -> Self:
-        if self._proc is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     # -- REST helpers ----------------------------------------------------------------------------
 

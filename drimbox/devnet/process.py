@@ -15,11 +15,13 @@ import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from drimbox.devnet.dcmtk import dcmtk_env
 from drimbox.devnet.errors import DevnetError  # re-exported: callers catch it with ChildProcess
 
-__all__ = ["ChildProcess", "DevnetError", "stop_all", "tail"]
+__all__ = ["ChildProcess", "DevnetError", "ManagedServer", "stop_all", "tail"]
 
 _PR_SET_PDEATHSIG = 1
 # Resolved in the parent: the pre-exec hook runs between fork and exec, where loading libraries
@@ -126,3 +128,60 @@ def stop_all(processes: Iterable[ChildProcess], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     for proc in procs:
         proc.wait(max(0.0, deadline - time.monotonic()))
+
+
+class ManagedServer:
+    """The life cycle both dev PACSes share around one :class:`ChildProcess`.
+
+    Subclasses implement :meth:`start` (which sets ``_proc``) and may release their own resources
+    in :meth:`_released` (called before waiting for the process).
+    """
+
+    _stop_timeout_s = 10.0
+
+    def __init__(self) -> None:
+        self._proc: ChildProcess | None = None
+
+    def start(self, timeout: float = 10.0) -> Self:
+        """Start the server and wait until it answers."""
+        raise NotImplementedError
+
+    def _released(self) -> None:
+        """Release what the subclass holds besides the process (e.g. an HTTP client)."""
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running server."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def process(self) -> ChildProcess | None:
+        """The running child process, if any."""
+        return self._proc
+
+    def terminate(self) -> None:
+        """Send SIGTERM without waiting (use :meth:`wait` or :func:`stop_all`)."""
+        if self._proc is not None:
+            self._proc.terminate()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for a terminated server to exit (SIGKILL after ``timeout``)."""
+        self._released()
+        if self._proc is not None:
+            self._proc.wait(self._stop_timeout_s if timeout is None else timeout)
+            self._proc = None
+
+    def stop(self, timeout: float | None = None) -> None:
+        """SIGTERM, wait up to ``timeout``, then SIGKILL."""
+        self.terminate()
+        self.wait(timeout)
+
+    def __enter__(self) -> Self:
+        if self._proc is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
