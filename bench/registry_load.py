@@ -14,6 +14,7 @@ ids, then ``ANALYZE``.
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -98,6 +99,7 @@ def capture_templates() -> Templates:
             ]
     finally:
         running.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     tokens = {
         "ins": sub.ins,
         "kos_uid": sub.kos_uid,
