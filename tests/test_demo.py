@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from drimbox.devnet.dcmtk import dcmtk_tool
+from drimbox.testdata import make_patient
 
 CONTRACT_NODE_KEYS = {"name", "base_url", "dicomweb", "network_dicomweb", "viewer", "dimse", "hl7", "config", "pacs"}
 
@@ -102,6 +103,31 @@ def test_services_answer_and_require_tokens(demo: tuple[subprocess.Popen[str], P
             assert whoami.json()["rpps"] == "10101010101"
             echo = client.post(f"{base}/api/pacs/echo", headers={"Authorization": f"Bearer {token}"})
             assert echo.json()["status"] == "ok"
+
+
+def test_registry_publishes_the_screening_studies(demo: tuple[subprocess.Popen[str], Path, dict[str, Any]]) -> None:
+    _, _, endpoints = demo
+    screened = make_patient(1, sex="F", with_ins=True)  # the demo's screening patient (drimbox.devnet.samples)
+    query = {"patient.identifier": f"urn:oid:{screened.ins_oid}|{screened.ins}"}
+    url = f"{endpoints['registry']['fhir']}/DocumentReference"
+    with httpx.Client(timeout=10) as client:
+        assert client.get(url, params=query).status_code == 401
+        headers = {"Authorization": f"Bearer {_token(endpoints)}"}
+        deadline = time.monotonic() + 60  # publication is asynchronous (outbox worker)
+        while True:
+            bundle = client.get(url, params=query, headers=headers)
+            assert bundle.status_code == 200, bundle.text
+            resources = [e["resource"] for e in bundle.json().get("entry", [])]
+            # Each KOS comes with its IHE DSG signature document (text/xml).
+            kos = [r for r in resources if r["content"][0]["attachment"]["contentType"] == "application/dicom"]
+            if len(kos) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert len(kos) == 2  # current and prior mammography
+        attachment = kos[0]["content"][0]["attachment"]
+        document = client.get(attachment["url"], headers=headers)
+    assert document.status_code == 200
+    assert document.content[128:132] == b"DICM"
 
 
 def test_network_face_requires_a_client_certificate(

@@ -169,6 +169,15 @@ class DemoNetwork:
                 # VIHF assertions and DSG signatures of the sites are signed with demo-CA certificates.
                 "--trusted-ca-file",
                 str(self.workdir / "pki" / "ca.pem"),
+                # The MHD view takes the bearer tokens of the demo's identity provider, like the nodes.
+                "--token-issuer",
+                DEMO_ISSUER,
+                "--token-audience",
+                DEMO_AUDIENCE,
+                "--token-public-key-file",
+                str(self.workdir / "pki" / "idp.pub.pem"),
+                "--public-url",
+                self.registry_url,
             ],
         )
 
