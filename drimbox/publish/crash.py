@@ -31,6 +31,8 @@ class CrashPoint(StrEnum):
     """ITI-41 was sent and answered, but the answer is not stored."""
     BEFORE_DONE = "before-done"
     """The registry's success is stored, but the job is not marked done."""
+    AFTER_DEPRECATE = "after-deprecate"
+    """Patient identity change: the previous patient's KOS is deprecated (ITI-57), the new one not sent."""
 
 
 class CrashPlan:

@@ -518,6 +518,17 @@ class JobHandle:
                              (self.job.exam_key,))
             Outbox._step(conn, self.job.id, "done", outcome, now)
 
+    def unpublish(self, outcome: str) -> None:
+        """The exam's published KOS was deprecated without a successor (identity downgrade): forget it.
+
+        The job itself is not settled (the caller fails it); a later qualified version publishes
+        afresh instead of finding its KOS "unchanged".
+        """
+        now = self.outbox._clock()
+        with self.outbox._fenced(self.job.id, self.owner) as conn:
+            conn.execute("UPDATE exams SET published_job = NULL WHERE exam_key = ?", (self.job.exam_key,))
+            Outbox._step(conn, self.job.id, "unpublished", outcome, now)
+
     def fail(self, error: str, *, permanent: bool) -> JobState:
         """Settle a failed run: retry later with backoff, or dead letter (permanent, or attempts exhausted)."""
         now = self.outbox._clock()
