@@ -8,6 +8,18 @@ Publish (a report, a refresh, an IOCM rejection)::
 Withdraw: ITI-18 the exam's approved KOS (and CDA) → ITI-57 deprecate → done. A rejection that
 leaves no instance deprecates too.
 
+Patient identity change (an INS change, a merge onto another INS): the exam's approved KOS was
+published under another patient id, which an RPLC may not cross (the registry refuses it,
+``XDSPatientIdDoesNotMatch``). The new ITI-41 is prepared and stored first (PACS walk, KOS: what can
+fail for a reason of ours fails before anything is deprecated), then the previous patient's entries
+are deprecated (ITI-57 under that patient, VIHF resource-id = that patient), then the new KOS is sent
+without RPLC. FindDocuments needs the patient id, so the previous one is the patient id of the exam's
+last publication, kept in the outbox with its ITI-41. A retry re-asks the registry which entries are
+still approved under the previous patient, so a crash between the two steps deprecates nothing twice
+and still publishes the new KOS. Identity downgrade (a new version whose identity is no longer
+qualified): the published KOS is deprecated the same way, the exam is left unpublished and the job
+goes to the dead-letter list (the DMP cannot take an unqualified identity).
+
 Restart rules (the outbox docstring explains why they give one approved KOS per report): a job
 resumes from its recorded steps; a prepared ITI-41 is resent byte for byte; if a previous run got as
 far as sending, the registry is asked first (ITI-18 GetDocuments by uniqueId) whether the KOS is
@@ -42,6 +54,7 @@ from drimbox.publish.errors import (
 from drimbox.publish.jobs import JobKind
 from drimbox.publish.outbox import ExamRecord, JobHandle, Outbox, PreparedSubmission, StoredDocument
 from drimbox.publish.submission import (
+    DSG_TYPE,
     KOS_TYPE,
     Manifest,
     Replaced,
@@ -53,8 +66,9 @@ from drimbox.publish.submission import (
 from drimbox.publish.vihf import VihfIssuer, VihfSubject
 from drimbox.publish.xds.client import XdsClient
 from drimbox.publish.xds.requests import DocumentPart, FindDocumentsQuery
-from drimbox.publish.xds.rim import Code, RegistryDocument, submit_objects_request
+from drimbox.publish.xds.rim import Code, RegistryDocument, parse_extrinsic_object, submit_objects_request
 from drimbox.publish.xds.signing import Signer
+from drimbox.publish.xds.vocabulary import NS
 from drimbox.reports import IdentityStatus, ImagingReport
 
 __all__ = ["BuiltKos", "KosDocument", "KosFactory", "PacsSource", "Publisher"]
@@ -97,13 +111,26 @@ KosFactory = Callable[[StudyInfo, ImagingReport, int], KosDocument]
 deterministic per study and revision, so a rebuilt KOS keeps its UID)."""
 
 
+def _is_qualified(report: ImagingReport) -> bool:
+    return (report.patient.status is IdentityStatus.QUALIFIED and bool(report.patient.ins)
+            and bool(report.patient.ins_oid))
+
+
 def _qualified(report: ImagingReport) -> None:
-    if report.patient.status is not IdentityStatus.QUALIFIED or not report.patient.ins or not report.patient.ins_oid:
+    if not _is_qualified(report):
         raise IdentityNotQualified(
             f"patient identity not qualified (PID-32 {report.patient.status.value or 'empty'}): the INS may not "
             "be used, the DMP cannot be fed")
     if not report.visibility.to_dmp:
         raise NotForDmp("the report is not for the DMP (DESTDMP=N, patient opposition)")
+
+
+def _entry_uids(prepared: PreparedSubmission) -> frozenset[str]:
+    """uniqueIds of the document entries of a stored ITI-41 (the KOS, the CDA if any; not the DSG)."""
+    request = etree.fromstring(prepared.metadata)
+    entries = (parse_extrinsic_object(eo) for eo in request.iter(f"{{{NS['rim']}}}ExtrinsicObject"))
+    return frozenset(e.unique_id for e in entries
+                     if e.unique_id and not (e.type_code is not None and e.type_code.code == DSG_TYPE.code))
 
 
 def _filtered(study: StudyInfo, rejected: frozenset[str]) -> StudyInfo:
@@ -210,13 +237,16 @@ class Publisher:
             raise TransientPublishError(f"PACS: {exc}") from exc
 
     def _exam_entries(self, report: ImagingReport, patient_id: str, exam: ExamRecord,
-                      type_code: Code | None = KOS_TYPE) -> list[RegistryDocument]:
-        """The exam's approved entries this node may replace or deprecate (ITI-18 by reference id)."""
+                      type_code: Code | None = KOS_TYPE, also: frozenset[str] = frozenset()) -> list[RegistryDocument]:
+        """The exam's approved entries this node may replace or deprecate (ITI-18 by reference id).
+
+        ``also``: more uniqueIds of ours (the entries of an earlier submission, its CDA).
+        """
         study = dmp.study_reference(report.study_instance_uid)
         query = FindDocumentsQuery(patient_id=patient_id, reference_ids=(study,),
                                    type_codes=(type_code,) if type_code else ())
         found = self.xds.find_documents(query, assertion=self._assertion(report, patient_id))
-        ours = set(exam.kos_uids) | ({report.document_id} if self.policy.publish_cda else set())
+        ours = set(exam.kos_uids) | set(also) | ({report.document_id} if self.policy.publish_cda else set())
         accession = dmp.accession_reference(report.accession_number,
                                             report.accession_issuer or self.policy.accession_issuer)
 
@@ -235,16 +265,22 @@ class Publisher:
         report = job.report if job.kind is JobKind.PUBLISH else exam.report
         if report is None:
             raise NothingToPublish(f"no report received for exam {job.exam_key}: a KOS needs its patient and author")
-        _qualified(report)
         published = exam.published
         if published is not None and published.report_version > report.version_number:
             handle.complete(f"superseded: version {published.report_version} is published")
             return
+        if published is not None and not _is_qualified(report):
+            self._downgrade(handle, report, exam, published)
+        _qualified(report)
         prepared = self.outbox.submission(job.id)
         if prepared is None:
             prepared = self._prepare(handle, exam, report)
             if prepared is None:
                 return  # settled inside (unchanged, or nothing left to publish)
+        if published is not None and published.patient_id != prepared.patient_id:
+            # Deprecate first, then publish: never two approved KOS of one exam, one per patient.
+            self._leave_patient(handle, report, exam, published, f"patient identity changed to {prepared.patient_id}")
+            self._crash.reach(CrashPoint.AFTER_DEPRECATE)
         self._send(handle, report, prepared)
         self._crash.reach(CrashPoint.BEFORE_DONE)
         if any(uid != prepared.kos_uid for uid in exam.kos_uids):  # only an exam published before can have others
@@ -267,11 +303,11 @@ class Publisher:
             self._withdraw(handle, exam, "no instance remains in the PACS")
             return None
         published = exam.published
+        patient_id = dmp.patient_cx(report.patient)
         if (published is not None and published.report_version == report.version_number
-                and published.instances == instances):
+                and published.instances == instances and published.patient_id == patient_id):
             handle.complete(f"unchanged: KOS {published.kos_uid} already references these {len(instances)} instances")
             return None
-        patient_id = dmp.patient_cx(report.patient)
         previous = self._exam_entries(report, patient_id, exam)
         current = published.kos_uid if published else None
         target = next((d for d in previous if d.unique_id == current), previous[-1] if previous else None)
@@ -335,6 +371,35 @@ class Publisher:
                   if d.unique_id != prepared.kos_uid and d.unique_id in exam.kos_uids]
         if others:
             self._deprecate(handle, report, prepared.patient_id, [d.entry_uuid for d in others], "superseded KOS")
+
+    # -- patient identity change ------------------------------------------------------------------
+
+    def _leave_patient(self, handle: JobHandle, report: ImagingReport, exam: ExamRecord,
+                       published: PreparedSubmission, why: str) -> int:
+        """ITI-57 under the previous patient of every entry of the exam still approved there; how many.
+
+        Asked again on every run: after a crash, the entries already deprecated are not found again.
+        """
+        entries = self._exam_entries(report, published.patient_id, exam, type_code=None,
+                                     also=_entry_uids(published))
+        targets = [d.entry_uuid for d in entries]
+        if targets:
+            self._deprecate(handle, report, published.patient_id, targets, f"{why}: previous patient")
+        else:
+            handle.step("deprecated", f"{why}: nothing approved left under {published.patient_id}")
+        return len(targets)
+
+    def _downgrade(self, handle: JobHandle, report: ImagingReport, exam: ExamRecord,
+                   published: PreparedSubmission) -> None:
+        """The identity is no longer qualified: deprecate what was published, then dead-letter the job."""
+        status = report.patient.status.value or "empty"
+        count = self._leave_patient(handle, report, exam, published,
+                                    f"patient identity no longer qualified (PID-32 {status})")
+        handle.unpublish(f"KOS {published.kos_uid} deprecated: identity no longer qualified")
+        raise IdentityNotQualified(
+            f"patient identity no longer qualified (PID-32 {status}): the exam's KOS published under "
+            f"{published.patient_id} was deprecated ({count} entries); the DMP cannot take an unqualified "
+            "identity, publish again once the RIS sends a qualified INS")
 
     # -- withdraw ---------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import pytest
 
 from drimbox.devnet.orthanc import OrthancProcess
 from drimbox.publish import dmp
+from drimbox.publish.crash import CrashPlan, CrashPoint
 from drimbox.publish.jobs import JobKind, JobState
 from drimbox.publish.submission import KOS_TYPE
 from drimbox.publish.vihf import VihfSubject
@@ -183,3 +184,122 @@ def test_publication_schedules_the_configured_refreshes(bench: Bench, exam: Gene
     bench.run()
     (refresh,) = bench.outbox.jobs([JobState.PENDING])
     assert refresh.kind is JobKind.REFRESH and refresh.not_before > refresh.created + 3500
+
+
+# -- patient identity change (issue #5: "a change of patient identity republishes or deprecates") --
+
+
+class _Crash(BaseException):
+    """A simulated process death: not an Exception, so the worker does not settle the job."""
+
+
+class _RaisingPlan(CrashPlan):
+    """The crash-point plan of the node, dying by exception instead of ``os._exit`` (in-process tests)."""
+
+    def reach(self, point: CrashPoint) -> None:
+        if point is self.point:
+            raise _Crash(point.value)
+
+
+def _entries_of(bench: Bench, report: ImagingReport, patient_id: str,
+                statuses: tuple[str, ...] = (STATUS.APPROVED,)) -> list[RegistryDocument]:
+    """The exam's KOS entries under one patient (the VIHF resource-id must be that patient)."""
+    assertion = bench.vihf.issue(VihfSubject(report.author, ROLE, SPECIALTY, patient_id))
+    return bench.xds.find_documents(
+        FindDocumentsQuery(patient_id, statuses=statuses, reference_ids=(dmp.study_reference(STUDY),),
+                           type_codes=(KOS_TYPE,)), assertion=assertion)
+
+
+def _new_ins(report: ImagingReport, version: int) -> ImagingReport:
+    """Version ``version`` of the report, for the same exam, under another qualified INS (a merge)."""
+    other = make_patient(1004)
+    patient = dataclasses.replace(report.patient, ins=other.ins, ins_oid=other.ins_oid)
+    return dataclasses.replace(report, patient=patient, version_number=version, message_control_id=f"MSG{version}")
+
+
+def _assert_moved(bench: Bench, exam: GeneratedStudy, old: ImagingReport, new: ImagingReport) -> RegistryDocument:
+    """The old patient's KOS deprecated, exactly one approved under the new patient, referencing the exam."""
+    old_pid, new_pid = dmp.patient_cx(old.patient), dmp.patient_cx(new.patient)
+    assert old_pid != new_pid
+    assert _entries_of(bench, old, old_pid) == []
+    assert len(_entries_of(bench, old, old_pid, (STATUS.DEPRECATED,))) == 1
+    (current,) = _entries_of(bench, new, new_pid)  # exactly one approved KOS for the exam, across both
+    assert current.patient_id == new_pid
+    assert referenced_instances(retrieve_kos(bench, new, current)) == {i.sop_instance_uid for i in exam.instances}
+    return current
+
+
+def test_ins_change_deprecates_under_the_old_patient_and_publishes_under_the_new(
+        bench: Bench, exam: GeneratedStudy) -> None:
+    report = _report(exam)
+    bench.outbox.enqueue(report)
+    bench.run()
+    (first,) = _entries_of(bench, report, dmp.patient_cx(report.patient))
+    moved = _new_ins(report, 2)
+    job_id = bench.outbox.enqueue(moved)
+    assert bench.run() == 1
+    job = bench.outbox.job(job_id)
+    assert job is not None and job.state is JobState.DONE, job
+    current = _assert_moved(bench, exam, report, moved)
+    assert current.unique_id != first.unique_id
+    prepared = bench.outbox.submission(job_id)
+    assert prepared is not None and prepared.replaces is None  # no RPLC across patients
+    exam_record = bench.outbox.exam(job.exam_key)
+    assert exam_record is not None and exam_record.published is not None
+    assert exam_record.published.patient_id == dmp.patient_cx(moved.patient)
+    # A later republication stays under the new patient (RPLC there); the old patient is left alone.
+    rejected = [exam.instances[0].sop_instance_uid]
+    bench.outbox.enqueue_exam(JobKind.REJECT, STUDY, "ACC1003", detail={"rejected": rejected}, key="reject|moved")
+    bench.run()
+    (refreshed,) = _entries_of(bench, moved, dmp.patient_cx(moved.patient))
+    assert refreshed.unique_id != current.unique_id
+    assert {d.unique_id: d.status for d in _entries_of(bench, moved, dmp.patient_cx(moved.patient),
+                                                       (STATUS.APPROVED, STATUS.DEPRECATED))} == {
+        current.unique_id: STATUS.DEPRECATED, refreshed.unique_id: STATUS.APPROVED}
+    assert _entries_of(bench, report, dmp.patient_cx(report.patient)) == []
+
+
+def test_identity_downgrade_deprecates_then_dead_letters(bench: Bench, exam: GeneratedStudy) -> None:
+    report = _report(exam)
+    bench.outbox.enqueue(report)
+    bench.run()
+    pid = dmp.patient_cx(report.patient)
+    downgraded = dataclasses.replace(report, version_number=2, message_control_id="MSG2", patient=dataclasses.replace(
+        report.patient, status=IdentityStatus.PROVISIONAL, ins=None, ins_oid=None))
+    job_id = bench.outbox.enqueue(downgraded)
+    bench.run()
+    job = bench.outbox.job(job_id)
+    assert job is not None and job.state is JobState.DEAD_LETTER, job
+    assert "no longer qualified" in (job.last_error or "") and "deprecated (1 entries)" in (job.last_error or "")
+    assert _entries_of(bench, report, pid) == []
+    assert len(_entries_of(bench, report, pid, (STATUS.DEPRECATED,))) == 1
+    exam_record = bench.outbox.exam(job.exam_key)
+    assert exam_record is not None and exam_record.published is None
+    # The identity is qualified again in a later version: published afresh, one approved KOS.
+    bench.outbox.enqueue(dataclasses.replace(report, version_number=3, message_control_id="MSG3"))
+    bench.run()
+    assert len(_entries_of(bench, report, pid)) == 1
+
+
+def test_crash_between_deprecation_and_publication(bench: Bench, exam: GeneratedStudy) -> None:
+    report = _report(exam)
+    bench.outbox.enqueue(report)
+    bench.run()
+    bench.publisher._crash = _RaisingPlan(CrashPoint.AFTER_DEPRECATE)
+    moved = _new_ins(report, 2)
+    job_id = bench.outbox.enqueue(moved)
+    handle = bench.outbox.claim("test-worker", 60)
+    assert handle is not None and handle.job.id == job_id
+    with pytest.raises(_Crash):
+        bench.worker.run_one(handle)
+    # The node died: the old KOS is deprecated, the new one not sent yet.
+    assert _entries_of(bench, report, dmp.patient_cx(report.patient)) == []
+    assert _entries_of(bench, moved, dmp.patient_cx(moved.patient)) == []
+    bench.publisher._crash = CrashPlan()
+    assert bench.outbox.recover() == 1
+    assert bench.run() == 1
+    _assert_moved(bench, exam, report, moved)
+    steps = [f"{s.step}: {s.outcome}" for s in bench.outbox.steps(job_id)]
+    assert sum(s.startswith("prepared") for s in steps) == 1, steps
+    assert sum(s.startswith("sending") for s in steps) == 1, steps
+    assert any(s.startswith("deprecated:") and "nothing approved left" in s for s in steps), steps
