@@ -52,9 +52,23 @@ def _exchange(sock: socket.socket, message: bytes) -> bytes:
 def _registry(workdir: Path, ca: TestCA) -> tuple[ChildProcess, str]:
     port = free_port("127.0.0.1")
     script = Path(sys.executable).with_name("drimbox")
-    child = ChildProcess([str(script), "registry", "serve", "--host", "127.0.0.1", "--port", str(port),
-                          "--data-dir", str(workdir / "registry"), "--trusted-ca-file", str(ca.cert_path)],
-                         log_path=workdir / "registry.log", cwd=workdir)
+    child = ChildProcess(
+        [
+            str(script),
+            "registry",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(workdir / "registry"),
+            "--trusted-ca-file",
+            str(ca.cert_path),
+        ],
+        log_path=workdir / "registry.log",
+        cwd=workdir,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -81,27 +95,46 @@ def main() -> None:
         try:
             specs, files = [], []
             for i in range(args.count):
-                spec = ReportSpec(patient=ANS_PATIENT, study_instance_uid=f"1.2.826.0.1.3680043.10.1097.{i}",
-                                  accession_number=f"BENCH{i:06d}", document_id=f"1.2.826.0.1.3680043.10.1096.{i}",
-                                  set_id=f"BENCH-{i}", modality="CT")
-                files += write_exam_study(work / "exams" / str(i), study_uid=spec.study_instance_uid,
-                                          accession=spec.accession_number, patient=ANS_PATIENT, modality="CT").files
+                spec = ReportSpec(
+                    patient=ANS_PATIENT,
+                    study_instance_uid=f"1.2.826.0.1.3680043.10.1097.{i}",
+                    accession_number=f"BENCH{i:06d}",
+                    document_id=f"1.2.826.0.1.3680043.10.1096.{i}",
+                    set_id=f"BENCH-{i}",
+                    modality="CT",
+                )
+                files += write_exam_study(
+                    work / "exams" / str(i),
+                    study_uid=spec.study_instance_uid,
+                    accession=spec.accession_number,
+                    patient=ANS_PATIENT,
+                    modality="CT",
+                ).files
                 specs.append(spec)
             orthanc.upload(files)
-            messages = [fill_sample(ORU.read_bytes(), make_report_cda(s), control_id=f"B{i}")
-                        for i, s in enumerate(specs)]
+            messages = [
+                fill_sample(ORU.read_bytes(), make_report_cda(s), control_id=f"B{i}") for i, s in enumerate(specs)
+            ]
             config = {
                 "name": "site-a",
                 "local": {"aet": "DRIMBOX", "host": "127.0.0.2", "port": free_port("127.0.0.2")},
                 "pacs": {"aet": orthanc.aet, "host": orthanc.dicom_host, "port": orthanc.dicom_port},
-                "http": {"host": "127.0.0.2", "port": free_port("127.0.0.2"), "network_host": "127.0.0.2",
-                         "network_port": free_port("127.0.0.2")},
+                "http": {
+                    "host": "127.0.0.2",
+                    "port": free_port("127.0.0.2"),
+                    "network_host": "127.0.0.2",
+                    "network_port": free_port("127.0.0.2"),
+                },
                 "hl7": {"host": "127.0.0.1", "port": free_port("127.0.0.1")},
                 "registry": {"base_url": registry_url},
                 "storage": {"data_dir": str(work / "node-data")},
                 "auth": {"dev_mode": True},
-                "publish": {"signing_cert_file": str(cert.cert_path), "signing_key_file": str(cert.key_path),
-                            "workers": args.workers, "poll_s": 0.05},
+                "publish": {
+                    "signing_cert_file": str(cert.cert_path),
+                    "signing_key_file": str(cert.key_path),
+                    "workers": args.workers,
+                    "poll_s": 0.05,
+                },
             }
             (work / "node.toml").write_text(tomli_w.dumps(config))
             settings = load_settings(work / "node.toml")
@@ -129,10 +162,14 @@ def main() -> None:
             orthanc.stop()
     latencies.sort()
     print(f"reports: {args.count}, workers: {args.workers}")
-    print(f"MLLP ACK (durable enqueue): p50 {1000 * statistics.median(latencies):.1f} ms, "
-          f"p95 {1000 * latencies[int(0.95 * (len(latencies) - 1))]:.1f} ms; all ACKed in {acked:.1f} s")
-    print(f"published (approved in the registry): {args.count / elapsed:.1f} publications/s "
-          f"({1000 * elapsed / args.count:.0f} ms each on average, {elapsed:.1f} s in all)")
+    print(
+        f"MLLP ACK (durable enqueue): p50 {1000 * statistics.median(latencies):.1f} ms, "
+        f"p95 {1000 * latencies[int(0.95 * (len(latencies) - 1))]:.1f} ms; all ACKed in {acked:.1f} s"
+    )
+    print(
+        f"published (approved in the registry): {args.count / elapsed:.1f} publications/s "
+        f"({1000 * elapsed / args.count:.0f} ms each on average, {elapsed:.1f} s in all)"
+    )
 
 
 if __name__ == "__main__":

@@ -255,7 +255,7 @@ class PublishSettings(_Strict):
     """How often the quarantine is scanned for IOCM rejection notes C-STOREd by the PACS."""
     refresh_after_s: tuple[float, ...] = ()
     """After a publication, walk the PACS again after these delays and republish (RPLC) if images came later."""
-    crash_point: Literal["before-commit", "before-ack", "after-send", "before-done"] | None = None
+    crash_point: Literal["before-commit", "before-ack", "after-send", "after-deprecate", "before-done"] | None = None
     """TESTS ONLY: die (``os._exit``) at this point of the publication path (crash-safety acceptance)."""
     crash_after: Annotated[int, Field(ge=1)] = 1
     """TESTS ONLY: die the n-th time the crash point is reached."""
