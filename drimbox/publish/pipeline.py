@@ -18,7 +18,8 @@ last publication, kept in the outbox with its ITI-41. A retry re-asks the regist
 still approved under the previous patient, so a crash between the two steps deprecates nothing twice
 and still publishes the new KOS. Identity downgrade (a new version whose identity is no longer
 qualified): the published KOS is deprecated the same way, the exam is left unpublished and the job
-goes to the dead-letter list (the DMP cannot take an unqualified identity).
+goes to the dead-letter list (the DMP cannot take an unqualified identity). A new version that is not
+for the DMP (DESTDMP=N, patient opposition) is retracted the same way.
 
 Restart rules (the outbox docstring explains why they give one approved KOS per report): a job
 resumes from its recorded steps; a prepared ITI-41 is resent byte for byte; if a previous run got as
@@ -33,7 +34,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import structlog
 from lxml import etree
@@ -270,7 +271,15 @@ class Publisher:
             handle.complete(f"superseded: version {published.report_version} is published")
             return
         if published is not None and not _is_qualified(report):
-            self._downgrade(handle, report, exam, published)
+            status = report.patient.status.value or "empty"
+            self._retract(handle, report, exam, published, IdentityNotQualified,
+                          f"patient identity no longer qualified (PID-32 {status})",
+                          "the DMP cannot take an unqualified identity, publish again once the RIS sends a "
+                          "qualified INS")
+        if published is not None and not report.visibility.to_dmp:
+            self._retract(handle, report, exam, published, NotForDmp,
+                          "the new version is not for the DMP (DESTDMP=N, patient opposition)",
+                          "the exam stays out of the DMP until a version for it is received")
         _qualified(report)
         prepared = self.outbox.submission(job.id)
         if prepared is None:
@@ -389,17 +398,13 @@ class Publisher:
             handle.step("deprecated", f"{why}: nothing approved left under {published.patient_id}")
         return len(targets)
 
-    def _downgrade(self, handle: JobHandle, report: ImagingReport, exam: ExamRecord,
-                   published: PreparedSubmission) -> None:
-        """The identity is no longer qualified: deprecate what was published, then dead-letter the job."""
-        status = report.patient.status.value or "empty"
-        count = self._leave_patient(handle, report, exam, published,
-                                    f"patient identity no longer qualified (PID-32 {status})")
-        handle.unpublish(f"KOS {published.kos_uid} deprecated: identity no longer qualified")
-        raise IdentityNotQualified(
-            f"patient identity no longer qualified (PID-32 {status}): the exam's KOS published under "
-            f"{published.patient_id} was deprecated ({count} entries); the DMP cannot take an unqualified "
-            "identity, publish again once the RIS sends a qualified INS")
+    def _retract(self, handle: JobHandle, report: ImagingReport, exam: ExamRecord, published: PreparedSubmission,
+                 error: type[PermanentPublishError], why: str, then: str) -> NoReturn:
+        """The exam may no longer be in the DMP: deprecate what was published, then dead-letter the job."""
+        count = self._leave_patient(handle, report, exam, published, why)
+        handle.unpublish(f"KOS {published.kos_uid} deprecated: {why}")
+        raise error(f"{why}: the exam's KOS published under {published.patient_id} was deprecated "
+                    f"({count} entries); {then}")
 
     # -- withdraw ---------------------------------------------------------------------------------
 

@@ -281,6 +281,24 @@ def test_identity_downgrade_deprecates_then_dead_letters(bench: Bench, exam: Gen
     assert len(_entries_of(bench, report, pid)) == 1
 
 
+def test_version_not_for_the_dmp_deprecates_then_dead_letters(bench: Bench, exam: GeneratedStudy) -> None:
+    report = _report(exam)
+    bench.outbox.enqueue(report)
+    bench.run()
+    pid = dmp.patient_cx(report.patient)
+    opposed = dataclasses.replace(report, version_number=2, message_control_id="MSG2",
+                                  visibility=dataclasses.replace(report.visibility, to_dmp=False))
+    job_id = bench.outbox.enqueue(opposed)
+    bench.run()
+    job = bench.outbox.job(job_id)
+    assert job is not None and job.state is JobState.DEAD_LETTER, job
+    assert "not for the DMP" in (job.last_error or "") and "deprecated (1 entries)" in (job.last_error or "")
+    assert _entries_of(bench, report, pid) == []
+    assert len(_entries_of(bench, report, pid, (STATUS.DEPRECATED,))) == 1
+    exam_record = bench.outbox.exam(job.exam_key)
+    assert exam_record is not None and exam_record.published is None
+
+
 def test_crash_between_deprecation_and_publication(bench: Bench, exam: GeneratedStudy) -> None:
     report = _report(exam)
     bench.outbox.enqueue(report)
