@@ -46,18 +46,24 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     endpoints_file = workdir / "endpoints.json"
-    deadline = time.monotonic() + 90
-    while not endpoints_file.exists():
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        assert time.monotonic() < deadline, "demo did not write endpoints.json in time"
-        time.sleep(0.2)
-    # endpoints.json is written before the samples load; the summary line marks the end of start-up.
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("ready: "):
-            break
-    else:
-        pytest.fail("the demo stopped before it was ready")
+    try:
+        deadline = time.monotonic() + 90
+        while not endpoints_file.exists():
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "demo did not write endpoints.json in time"
+            time.sleep(0.2)
+        # endpoints.json is written before the samples load; the ready line marks the end of start-up.
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("ready: "):
+                break
+        else:
+            pytest.fail("the demo stopped before it was ready")
+    except BaseException:
+        # A failed start must not leave a network running: Ctrl-C stops every child.
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        raise
     yield proc, workdir, json.loads(endpoints_file.read_text())
     if proc.poll() is None:
         proc.kill()
