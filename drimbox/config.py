@@ -26,6 +26,10 @@ __all__ = [
     "HttpSettings",
     "LocalAE",
     "NodeSettings",
+    "OidcSettings",
+    "PeerSettings",
+    "RetrieveSettings",
+    "ViewerSettings",
     "PublishSettings",
     "RegistryClientSettings",
     "RemoteAE",
@@ -272,6 +276,70 @@ class PublishSettings(_Strict):
         return value
 
 
+class OidcSettings(_Strict):
+    """Browser login of the site's users through the configured OpenID Connect provider (F5, F9).
+
+    The node is a confidential client using the authorization code flow with PKCE; the access token
+    it receives is the user's bearer token, forwarded to source nodes on retrieval (F7).
+    """
+
+    issuer: str | None = None
+    """The provider's issuer URL (discovery at ``{issuer}/.well-known/openid-configuration``);
+    unset = no browser login."""
+    client_id: str = ""
+    client_secret_file: Path | None = None
+    """File holding the client secret (kept out of the settings file)."""
+    scopes: tuple[str, ...] = ("openid", "profile")
+    public_url: str | None = None
+    """The site face's base URL as browsers reach it (redirect URI ``{public_url}/auth/callback``);
+    default: derived per request."""
+    session_ttl_s: Annotated[float, Field(gt=0, le=86400)] = 8 * 3600.0
+    """Lifetime of a browser session (never beyond the access token's expiry)."""
+
+
+class PeerSettings(_Strict):
+    """Which remote nodes this node talks to (F7). The signed national trust list (F11) supersedes
+    ``hosts`` once configured (trust issue); until then the list is static."""
+
+    hosts: tuple[str, ...] = ()
+    """Hosts (name or IP, as in RetrieveURLs) of trust-listed nodes; a RetrieveURL elsewhere is not followed."""
+
+
+class RetrieveSettings(_Strict):
+    """The consumer side: retrieval from source nodes (F7), import into the local PACS (F8)."""
+
+    parallel_series: Annotated[int, Field(ge=1, le=16)] = 3
+    """Series retrieved at the same time from source nodes."""
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+    """Connect/read timeout of one request to a source node."""
+    attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    """Attempts per series after a network failure (each resumes where the last stopped)."""
+    work_dir: Path | None = None
+    """Where retrieved studies are kept until imported or expired; default ``<data_dir>/retrieved``."""
+    retention_s: Annotated[float, Field(gt=0)] = 7 * 86400.0
+    """Retrieved (and viewer-cached) remote studies are dropped after this time, or sooner when the
+    registry shows their KOS deprecated."""
+    identity_rule: Literal["ins", "local"] = "local"
+    """How imported instances identify the patient in the local PACS: ``ins`` (PatientID = INS) or
+    ``local`` (PatientID = the local IPP given by the contextual call, INS kept in OtherPatientIDsSequence)."""
+    local_issuer: str = ""
+    """IssuerOfPatientID of the local IPP (``identity_rule = "local"``)."""
+    import_via: Literal["dimse", "stow"] = "dimse"
+    """Import with C-STORE (default) or STOW-RS at ``import_stow_url``."""
+    import_stow_url: str | None = None
+    commitment_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    """How long to wait for the PACS's Storage Commitment N-EVENT-REPORT before reporting the import unconfirmed."""
+
+
+class ViewerSettings(_Strict):
+    """The OHIF viewer the site face serves (F9)."""
+
+    ohif_dist: Path | None = None
+    """The prebuilt ``dist/`` of the npm package ``@ohif/app``; default: the copy the setup command installed."""
+    language: Literal["fr", "en"] = "fr"
+    """Default language of the node's pages (a user may switch)."""
+
+
 _GiB = 1024**3
 
 
@@ -323,6 +391,10 @@ class NodeSettings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     dicomweb: DicomwebSettings = DicomwebSettings()
     publish: PublishSettings = PublishSettings()
+    oidc: OidcSettings = OidcSettings()
+    peers: PeerSettings = PeerSettings()
+    retrieve: RetrieveSettings = RetrieveSettings()
+    viewer: ViewerSettings = ViewerSettings()
     log_format: Literal["console", "json"] = "console"
 
     @field_validator("pacs", mode="before")

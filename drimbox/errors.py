@@ -16,8 +16,17 @@ responses, the DIMSE SCP into failure statuses)::
     │   ├── DimseFailure            the peer answered a failure status (status kept)
     │   ├── StudyNotFound           the peer has no study with the requested Study Instance UID
     │   └── RetrieveIncomplete      a C-GET/C-MOVE ended with failed or missing sub-operations
+    ├── InvalidRequest              a request the node refuses as malformed (HTTP 400; ``problems`` lists why)
+    ├── NetworkError                consumer side: the registry or a source node (F6, F7)
+    │   ├── RegistryUnavailable     the registry cannot be reached or answered garbage (HTTP 503)
+    │   ├── RegistryRefused         the registry answered a failure (HTTP 502)
+    │   ├── UntrustedPeer           a RetrieveURL points to a host not on the trust list (HTTP 502)
+    │   ├── SourceUnavailable       a source node cannot be reached / timed out (HTTP 503)
+    │   └── SourceRefused           a source node refused the request (4xx; status kept; HTTP 502)
+    ├── ImportFailed                the local PACS did not take (or did not commit) an import (HTTP 502)
     └── AuthError                   the request is not authenticated or not authorised
         ├── Unauthenticated         no, invalid or expired credentials (HTTP 401)
+        ├── LoginRequired           a browser page without a session: redirect to login (HTTP 303)
         └── Forbidden               authenticated, but not allowed (HTTP 403)
 """
 
@@ -31,7 +40,16 @@ __all__ = [
     "DimseFailure",
     "DrimboxError",
     "Forbidden",
+    "ImportFailed",
     "InvalidQuery",
+    "InvalidRequest",
+    "LoginRequired",
+    "NetworkError",
+    "RegistryRefused",
+    "RegistryUnavailable",
+    "SourceRefused",
+    "SourceUnavailable",
+    "UntrustedPeer",
     "NoAcceptableContext",
     "PacsError",
     "PacsTimeout",
@@ -120,3 +138,59 @@ class Unauthenticated(AuthError):
 
 class Forbidden(AuthError):
     """Valid credentials that do not grant this access."""
+
+
+class LoginRequired(Unauthenticated):
+    """A browser page was asked without a session: the user must log in, then come back to ``next_url``."""
+
+    def __init__(self, message: str, *, next_url: str) -> None:
+        super().__init__(message)
+        self.next_url = next_url
+
+
+class InvalidRequest(DrimboxError, ValueError):
+    """A request the node refuses as malformed; ``problems`` lists every reason (shown to the user)."""
+
+    def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
+
+
+class NetworkError(DrimboxError):
+    """The consumer side could not get what it needs from the registry or a source node."""
+
+
+class RegistryUnavailable(NetworkError):
+    """The registry cannot be reached, timed out, or answered something that is not XDS."""
+
+
+class RegistryRefused(NetworkError):
+    """The registry answered a failure to a query or retrieve."""
+
+
+class UntrustedPeer(NetworkError):
+    """A URL points to a host that is not on the trust list: it is not followed."""
+
+    def __init__(self, message: str, *, host: str) -> None:
+        super().__init__(message)
+        self.host = host
+
+
+class SourceUnavailable(NetworkError):
+    """A source node cannot be reached or timed out (worth retrying later)."""
+
+
+class SourceRefused(NetworkError):
+    """A source node refused a request (HTTP 4xx); ``status`` is its HTTP status."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ImportFailed(DrimboxError):
+    """The local PACS refused instances of an import, or did not confirm them by Storage Commitment."""
+
+    def __init__(self, message: str, *, failed: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.failed = failed
