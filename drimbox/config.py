@@ -395,6 +395,9 @@ class NodeSettings(BaseSettings):
     peers: PeerSettings = PeerSettings()
     retrieve: RetrieveSettings = RetrieveSettings()
     viewer: ViewerSettings = ViewerSettings()
+    workstations: tuple[RemoteAE, ...] = ()
+    """The site's own DICOM workstations and PACS that may query the node and be C-MOVE destinations
+    (``[[workstations]]`` tables: aet, host, port); a C-MOVE to an AE not listed is refused."""
     log_format: Literal["console", "json"] = "console"
 
     @field_validator("pacs", mode="before")
