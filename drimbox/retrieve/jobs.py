@@ -1,0 +1,206 @@
+"""Background consumer jobs: retrieve an exam from its source node (F7), then import it into the
+local PACS (F8), with progress a page or the API can follow.
+
+A job runs in a small worker pool (several users may import at once, but a node must not saturate
+its link or its PACS); its state is kept in memory (the last ``keep`` jobs) and every outcome is
+audited. The retrieval writes under ``<work_dir>/<kos_uid>/``, so a job asked again after a failure
+or a restart resumes where the last one stopped (the retriever skips instances already on disk).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+import structlog
+
+from drimbox.errors import DrimboxError
+from drimbox.retrieve.model import Actor, Exam, PatientTraits, RetrievalProgress, RetrievalReport, SeriesRef
+from drimbox.trust.audit import AuditEvent, AuditTrail
+
+__all__ = ["ExamImporter", "ExamRetriever", "ImportJob", "ImportJobs", "JobState"]
+
+log = structlog.get_logger(__name__)
+
+JobState = Literal["queued", "retrieving", "importing", "done", "incomplete", "failed"]
+
+
+class ExamRetriever(Protocol):
+    """What a job needs of :class:`drimbox.retrieve.transfer.StudyRetriever`."""
+
+    def retrieve(self, exam: Exam, actor: Actor, directory: Path, *, progress: RetrievalProgress | None = None
+                 ) -> RetrievalReport: ...
+
+
+class ImportOutcome(Protocol):
+    """What a job reads of the importer's report."""
+
+    @property
+    def stored(self) -> object: ...
+
+    @property
+    def committed(self) -> object: ...
+
+
+class ExamImporter(Protocol):
+    """What a job needs of :class:`drimbox.retrieve.importer.StudyImporter`."""
+
+    def import_study(self, files: Sequence[Path], traits: PatientTraits | None) -> ImportOutcome: ...
+
+
+def _count(value: object) -> int:
+    """The importer reports counts or collections of UIDs; a page shows numbers."""
+    if isinstance(value, int):
+        return value
+    try:
+        return len(value)  # type: ignore[arg-type]
+    except TypeError:
+        return 0
+
+
+@dataclass
+class ImportJob:
+    """One retrieve-and-import of one exam."""
+
+    id: str
+    exam: Exam
+    subject: str
+    import_into_pacs: bool
+    state: JobState = "queued"
+    expected: int = 0
+    received: int = 0
+    bytes: int = 0
+    imported: int = 0
+    committed: int = 0
+    problems: list[str] = field(default_factory=list)
+    created: float = field(default_factory=time.time)
+    finished: float | None = None
+    directory: Path | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in ("done", "incomplete", "failed")
+
+
+class _Progress:
+    """Counts instances as the retriever reports them (called from its worker threads)."""
+
+    def __init__(self, job: ImportJob, lock: threading.Lock) -> None:
+        self._job, self._lock = job, lock
+
+    def series_started(self, series: SeriesRef) -> None:
+        pass
+
+    def instance_received(self, series: SeriesRef, sop_instance_uid: str, size: int) -> None:
+        with self._lock:
+            self._job.received += 1
+            self._job.bytes += size
+
+    def series_finished(self, series: SeriesRef, error: str | None) -> None:
+        if error:
+            with self._lock:
+                self._job.problems.append(f"series {series.series_uid}: {error}")
+
+
+class ImportJobs:
+    """Retrieve-then-import jobs, run in the background and looked up by id."""
+
+    def __init__(self, *, retriever: ExamRetriever, importer: ExamImporter | None, work_dir: Path,
+                 audit: AuditTrail, workers: int = 2, keep: int = 200,
+                 on_retrieved: Callable[[Exam, Path], None] = lambda exam, path: None) -> None:
+        self._retriever = retriever
+        self._importer = importer
+        self._work_dir = work_dir
+        self._audit = audit
+        self._keep = keep
+        self._on_retrieved = on_retrieved
+        self._jobs: OrderedDict[str, ImportJob] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="import")
+
+    def start_import(self, exam: Exam, traits: PatientTraits | None, actor: Actor, *,
+                     import_into_pacs: bool = True) -> str:
+        """Queue the retrieval (and import) of ``exam`` for ``actor``; return the job id at once."""
+        job = ImportJob(uuid.uuid4().hex, exam, actor.subject, import_into_pacs, expected=exam.instance_count)
+        with self._lock:
+            self._jobs[job.id] = job
+            while len(self._jobs) > self._keep:
+                self._jobs.popitem(last=False)
+        self._pool.submit(self._run, job, traits, actor)
+        return job.id
+
+    def get(self, job_id: str) -> ImportJob | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def directory_of(self, exam: Exam) -> Path:
+        """Where an exam's retrieved instances are kept."""
+        return self._work_dir / exam.kos_uid
+
+    def _set(self, job: ImportJob, state: JobState) -> None:
+        with self._lock:
+            job.state = state
+            if job.done:
+                job.finished = time.time()
+
+    def _run(self, job: ImportJob, traits: PatientTraits | None, actor: Actor) -> None:
+        exam = job.exam
+        try:
+            self._set(job, "retrieving")
+            job.directory = self.directory_of(exam)
+            report = self._retriever.retrieve(exam, actor, job.directory, progress=_Progress(job, self._lock))
+            with self._lock:
+                job.received = len(report.received)
+                job.bytes = report.bytes
+                job.problems.extend(_differences(report))
+            self._on_retrieved(exam, job.directory)
+            if not report.complete:
+                self._set(job, "incomplete")
+            elif job.import_into_pacs and self._importer is not None:
+                self._set(job, "importing")
+                outcome = self._importer.import_study(sorted(report.received.values()), traits)
+                with self._lock:
+                    job.imported = _count(outcome.stored)
+                    job.committed = _count(outcome.committed)
+                self._set(job, "done" if job.committed == len(report.received) else "incomplete")
+                if job.state == "incomplete":
+                    job.problems.append(f"{job.committed} of {len(report.received)} instances confirmed by "
+                                        "storage commitment")
+            else:
+                self._set(job, "done")
+        except DrimboxError as exc:
+            job.problems.append(f"{type(exc).__name__}: {exc}")
+            self._set(job, "failed")
+        except Exception as exc:  # reported on the job page rather than lost in a worker thread
+            log.exception("import job failed", job=job.id)
+            job.problems.append(f"unexpected {type(exc).__name__}: {exc}")
+            self._set(job, "failed")
+        self._audit.record(AuditEvent(
+            action="import" if job.import_into_pacs else "retrieve",
+            outcome="success" if job.state == "done" else "failure",
+            subject=actor.subject, rpps=actor.rpps, role=actor.role, emergency=actor.emergency,
+            patient_ins=traits.ins if traits else None, study_uid=exam.study_uid, kos_uid=exam.kos_uid,
+            detail="; ".join(job.problems)[:2000],
+        ))
+
+    def close(self) -> None:
+        """Stop taking jobs; jobs in progress finish (a retrieval is resumable if cut)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _differences(report: RetrievalReport) -> list[str]:
+    """What a page says when the source sent other than the KOS lists."""
+    problems = []
+    for label, uids in (("missing", report.missing), ("not in the manifest", report.unexpected),
+                        ("not as the manifest says", report.mismatched)):
+        if uids:
+            problems.append(f"{len(uids)} instance(s) {label}: {', '.join(uids[:5])}{'…' if len(uids) > 5 else ''}")
+    problems.extend(report.errors)
+    return problems
