@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -227,7 +229,12 @@ class DemoNetwork:
             "registry": {"base_url": self.registry_url},
             "storage": {"data_dir": str(site_dir / "node-data")},
             # KOS publication (F3): signed with the site's certificate (tls.*), trusted by the registry.
-            "publish": {"organisation_id": f"1{site.dimse_port:09d}", "organisation_name": f"Demo {site.name}"},
+            "publish": {"organisation_id": f"1{site.dimse_port:09d}", "organisation_name": f"Demo {site.name}",
+                        "publish_cda": True},
+            # F7: RetrieveURLs are followed to the demo's sites only (the static stand-in for the trust list).
+            "peers": {"hosts": [s.address for s in self.sites]},
+            # F8: imports keep the site's own IPP as PatientID, the INS in OtherPatientIDsSequence.
+            "retrieve": {"identity_rule": "local", "local_issuer": f"DEMO-{site.name.upper()}"},
         }
         path = site_dir / "node.toml"
         path.write_text(tomli_w.dumps(settings))
@@ -333,6 +340,35 @@ class DemoNetwork:
                 answer += chunk
         msa = next((line for line in answer.split(b"\r") if line.startswith(b"MSA")), b"MSA|??")
         return msa.split(b"|")[1].decode()
+
+    # -- faults -----------------------------------------------------------------------------------
+
+    def _node_child(self, site: str) -> ChildProcess:
+        return next(c for c in self._children if c.argv[-1] == str(self.node_config(site)))
+
+    def kill_node(self, site: str) -> None:
+        """SIGKILL the node of ``site`` (a crash: nothing flushed, no goodbye), and wait for it."""
+        child = self._node_child(site)
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        self._children.remove(child)
+
+    def restart_node(self, site: str) -> None:
+        """Start the node of ``site`` again with the same settings, and wait until it answers."""
+        plan = next(s for s in self.sites if s.name == site)
+        self._spawn(f"{site}-node", [*_drimbox_command(), "serve", "--config", str(self.node_config(site))])
+        deadline = time.monotonic() + _READY_TIMEOUT_S
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                self._check_children()
+                try:
+                    if client.get(f"{plan.base_url}/healthz").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise DevnetError(f"{site}: the node did not answer within {_READY_TIMEOUT_S:.0f} s of a restart")
+                time.sleep(0.1)
 
     # -- stop -------------------------------------------------------------------------------------
 
