@@ -439,6 +439,20 @@ class Outbox:
         ).fetchall()
         return [e for e in (self.exam(r[0]) for r in rows) if e is not None]
 
+    def published_kos(self, kos_uid: str) -> bytes | None:
+        """The KOS bytes of ``kos_uid`` while it is its exam's approved KOS, else ``None``.
+
+        What the network face's manifest scope asks (DESIGN §2b): a KOS this node prepared but that
+        was since replaced (RPLC), withdrawn or deprecated is no longer ``published_job`` of its
+        exam, so a peer presenting it is refused.
+        """
+        row = self._conn().execute(
+            "SELECT d.content FROM submissions AS s JOIN exams AS e ON e.published_job = s.job_id "
+            "JOIN documents AS d ON d.job_id = s.job_id "
+            "WHERE s.kos_uid = ? AND e.withdrawn = 0 AND d.mime_type = 'application/dicom' LIMIT 1", (kos_uid,)
+        ).fetchone()
+        return bytes(row[0]) if row is not None else None
+
     # -- operator -------------------------------------------------------------------------------
 
     def retry(self, job_id: int) -> bool:
