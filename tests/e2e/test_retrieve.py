@@ -88,8 +88,6 @@ def _retriever(net: Net, tmp_path: Path, **retrieve: object) -> StudyRetriever:
 def test_full_retrieval_is_byte_identical_and_parallel(net: Net, exams: list[Exam], tmp_path: Path) -> None:
     retriever = _retriever(net, tmp_path, parallel_series=4)
     recorder = Recorder()
-    total_bytes = 0
-    total_s = 0.0
     try:
         for exam in exams:
             report = retriever.retrieve(exam, _actor(net), tmp_path / exam.kos_uid, progress=recorder)
@@ -98,16 +96,12 @@ def test_full_retrieval_is_byte_identical_and_parallel(net: Net, exams: list[Exa
             for sop, path in report.received.items():
                 assert path == tmp_path / exam.kos_uid / path.parent.name / f"{sop}.dcm"
                 assert path.read_bytes() == _orthanc_file(net, sop)
-            total_bytes += report.bytes
-            total_s += report.seconds
     finally:
         retriever.close()
     multi = [e for e in exams if e.series_count > 1]
     assert multi, "a sample exam with several series is needed"
     assert recorder.max_active > 1, "series were not retrieved in parallel"
     assert all(error is None for _, error in recorder.finished)
-    rate = f"{total_bytes / 1e6:.1f} MB in {total_s:.2f} s = {total_bytes / 1e6 / total_s:.1f} MB/s"
-    print(f"\nretrieval A→B: {rate} ({sum(e.instance_count for e in exams)} instances)")  # noqa: T201 - measured
 
 
 def test_second_retrieval_fetches_nothing(net: Net, exams: list[Exam], tmp_path: Path) -> None:
@@ -301,3 +295,56 @@ def test_resume_after_connection_cut_mid_series(net: Net, exams: list[Exam], tmp
     assert len(series.instances) // 2 <= before_cut < len(series.instances), "the first cut was mid-series"
     for sop, path in report.received.items():
         assert path.read_bytes() == _orthanc_file(net, sop)
+
+
+# ------------------------------------------------------------------------------- throughput, larger
+
+
+def test_throughput_small_samples(net: Net, exams: list[Exam], tmp_path: Path) -> None:
+    """A→B throughput on the demo's published samples (no progress callbacks)."""
+    retriever = _retriever(net, tmp_path)
+    total, seconds = 0, 0.0
+    try:
+        for exam in exams:
+            report = retriever.retrieve(exam, _actor(net), tmp_path / exam.kos_uid)
+            assert report.complete
+            total, seconds = total + report.bytes, seconds + report.seconds
+    finally:
+        retriever.close()
+    count = sum(e.instance_count for e in exams)
+    print(f"\nretrieval A→B samples: {total / 1e6:.1f} MB, {count} instances in {seconds:.2f} s = "  # noqa: T201
+          f"{total / 1e6 / seconds:.1f} MB/s")
+
+
+def test_throughput_full_size_mammography(net: Net, tmp_path: Path) -> None:
+    """A→B throughput on a full-size 4-view mammography (~17 MB a view) and a 3-series copy of it,
+    fetched from site A's running network face (loaded into A's PACS for the test, removed after)."""
+    from drimbox.testdata import make_patient, write_mammography_study
+
+    study = write_mammography_study(tmp_path / "mg", make_patient(7, sex="F", with_ins=True), size="full", seed=7)
+    orthanc = net.network.orthanc("site-a")
+    ids = orthanc.upload(study.files)
+    root = net.node("site-a")["network_dicomweb"]
+    by_series: dict[str, list[InstanceRef]] = {}
+    for inst in study.instances:
+        by_series.setdefault(inst.series_instance_uid, []).append(InstanceRef(inst.sop_class_uid,
+                                                                              inst.sop_instance_uid))
+    exam = Exam(kos_uid="1.2.3.999", entry_uuid="", repository_unique_id="", study_uid=study.study_instance_uid,
+                accession_number=None, performed=None, modalities=("MG",), description="", body_part="",
+                source_site="site-a",
+                series=tuple(SeriesRef(uid, f"{root}/studies/{study.study_instance_uid}/series/{uid}", tuple(refs))
+                             for uid, refs in by_series.items()))
+    try:
+        for parallel in (1, 4):
+            retriever = _retriever(net, tmp_path / f"p{parallel}", parallel_series=parallel)
+            try:
+                report = retriever.retrieve(exam, _actor(net), tmp_path / f"p{parallel}" / "got")
+            finally:
+                retriever.close()
+            assert report.complete, report
+            mb = report.bytes / 1e6
+            rate = f"{mb:.1f} MB in {report.seconds:.2f} s = {mb / report.seconds:.1f} MB/s"
+            print(f"\nretrieval A→B full-size MG, {exam.series_count} series, parallel={parallel}: {rate}")  # noqa: T201
+    finally:
+        for orthanc_id in ids:
+            orthanc.client.delete(f"/instances/{orthanc_id}")
