@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import structlog
 import uvicorn
 
+from dicomweb_gateway import CachingStore
 from drimbox.app import create_network_app, create_site_app
 from drimbox.config import NodeSettings
 from drimbox.errors import ConfigError
@@ -23,8 +24,13 @@ from drimbox.pacs import MoveMediator, NodeScp, PacsClient
 from drimbox.publish.iocm import RejectionWatcher
 from drimbox.publish.kos import node_kos_factory
 from drimbox.publish.service import PublicationService
+from drimbox.retrieve.transfer import StudyRetriever
+from drimbox.retrieve.viewing import RemoteNodeStore, RemoteStudies, SiteStore
 from drimbox.stores import build_dicomweb, network_dicomweb_router, prefetch_router, site_dicomweb_router
 from drimbox.trust import JwtVerifier, TokenVerifier
+from drimbox.trust.audit import AuditStore
+from drimbox.trust.peers import HostListPolicy, network_client
+from drimbox.trust.scope import ManifestIndex, ScopedAuditStore, kos_scope_dependency
 
 __all__ = ["Node", "build_verifier", "run_node"]
 
@@ -55,21 +61,38 @@ class Node:
         self.scp = NodeScp(local=settings.local, dimse=settings.dimse, storage=settings.storage,
                            mediator=self.mediator)
         label = f"{settings.pacs.aet}@{settings.pacs.host}:{settings.pacs.port}"
+        self.audit = AuditStore(settings.storage.data_dir / "audit.sqlite")
         self.dicomweb = build_dicomweb(settings, mediator=self.mediator)
-        site_routers = (site_dicomweb_router(self.dicomweb.store, self.dicomweb.site_settings),
-                        prefetch_router(self.dicomweb.prefetch))
-        # No kos_scope yet: the manifest-scope check of DESIGN §2b comes with the trust issue.
-        network_routers = (network_dicomweb_router(self.dicomweb.store, self.dicomweb.network_settings),)
-        self.site_app = create_site_app(node_name=settings.name, verifier=self.verifier, pacs=self.pacs,
-                                        pacs_label=label, extra_routers=site_routers)
-        self.network_app = create_network_app(node_name=settings.name, verifier=self.verifier,
-                                              extra_routers=network_routers)
         # F1/F3: the MLLP listener ACKs a report once the outbox has committed its job.
         self.publication = PublicationService(settings, self.pacs, node_kos_factory(settings))
         self.hl7 = MllpListener(settings.hl7, self.publication.accept)
         # F4: IOCM rejection notes C-STOREd by the PACS land in quarantine; they become rejection jobs.
         self.iocm = RejectionWatcher(settings.storage.quarantine_dir, settings.storage.data_dir / "iocm",
                                      self.publication.outbox, poll_s=settings.publish.iocm_poll_s)
+        # Consumer side (F7, F9): RetrieveURLs are followed to trust-listed nodes only, over mutual TLS.
+        self.peer_policy = HostListPolicy(settings.peers.hosts)
+        self.peer_client = network_client(settings) if settings.tls.cert_file is not None else None
+        self.remote_studies = RemoteStudies()
+        self.retriever = StudyRetriever(settings, self.peer_policy, self.peer_client) \
+            if self.peer_client is not None else None
+        site_store = self.dicomweb.store
+        if self.peer_client is not None:
+            # The viewer's /dicom-web serves opened remote studies from their source, through the same cache.
+            remote = RemoteNodeStore(self.remote_studies, self.peer_client, self.peer_policy,
+                                     self.dicomweb.spool.root / "remote")
+            site_store = CachingStore(self.dicomweb.cache,
+                                      SiteStore(self.dicomweb.upstream, remote, self.remote_studies),
+                                      revalidate_after_s=settings.dicomweb.cache_revalidate_s)
+        site_routers = (site_dicomweb_router(site_store, self.dicomweb.site_settings),
+                        prefetch_router(self.dicomweb.prefetch))
+        # F7 source side: only the instances of a KOS this node published, each one served audited.
+        scope = kos_scope_dependency(ManifestIndex(self.publication.outbox), self.audit)
+        network_routers = (network_dicomweb_router(ScopedAuditStore(self.dicomweb.store, self.audit),
+                                                   self.dicomweb.network_settings, kos_scope=scope),)
+        self.site_app = create_site_app(node_name=settings.name, verifier=self.verifier, pacs=self.pacs,
+                                        pacs_label=label, extra_routers=site_routers)
+        self.network_app = create_network_app(node_name=settings.name, verifier=self.verifier,
+                                              extra_routers=network_routers)
 
     def start(self) -> None:
         """Start the DIMSE SCP."""
@@ -79,8 +102,6 @@ class Node:
         self.publication.start()  # resumes the jobs a previous run left in flight
         self.iocm.start()
         self.hl7.start()
-        log.warning("network face DICOMweb: the KOS-SOPInstanceUID manifest scope is not enforced yet "
-                    "(DESIGN §2b, trust issue); any authenticated peer may retrieve any study", node=self.settings.name)
 
     def stop(self) -> None:
         """Stop taking reports and associations, settle publications, release the PACS and DICOMweb backends."""
@@ -89,7 +110,12 @@ class Node:
         self.iocm.stop()
         self.publication.stop()
         self.pacs.close()
+        if self.retriever is not None:
+            self.retriever.close()
+        if self.peer_client is not None:
+            self.peer_client.close()
         self.dicomweb.close()
+        self.audit.close()
 
 
 class _Server(uvicorn.Server):

@@ -400,12 +400,15 @@ def test_orthanc_pulls_a_study_from_the_node(
 def test_network_face_serves_wado_only_over_mutual_tls(running: RunningNode, studies: Studies) -> None:
     study = studies.mammo.study_instance_uid
     with httpx.Client(verify=running.tls, timeout=30) as http:
-        ok = http.get(f"{running.network}/dicom-web/studies/{study}", headers={**running.auth, "Accept": MULTIPART_ANY})
-        assert ok.status_code == 200
-        assert len(_parts(ok)) == 4
-        meta = http.get(f"{running.network}/dicom-web/studies/{study}/metadata", headers=running.auth)
-        assert meta.status_code == 200
-        assert meta.json()[0]["00280010"]["Value"][0] == dcmread(studies.mammo.files[0]).Rows
+        # Manifest scope (DESIGN §2b): no KOS-SOPInstanceUID → 400; a KOS this node never published → 403.
+        # Serving within a published KOS is tested end to end in tests/e2e/test_scope.py.
+        bare = http.get(f"{running.network}/dicom-web/studies/{study}",
+                        headers={**running.auth, "Accept": MULTIPART_ANY})
+        assert bare.status_code == 400
+        assert "KOS-SOPInstanceUID" in bare.text
+        unknown = http.get(f"{running.network}/dicom-web/studies/{study}/metadata",
+                           headers={**running.auth, "KOS-SOPInstanceUID": "1.2.3.4"})
+        assert unknown.status_code == 403
         # No QIDO, no STOW on the network face (DESIGN §2b).
         assert http.get(f"{running.network}/dicom-web/studies", headers=running.auth).status_code in (404, 405)
         assert http.get(f"{running.network}/dicom-web/studies/{study}/series",

@@ -8,12 +8,10 @@
 Both faces include these routers with :func:`drimbox.trust.include_protected`, so every route is
 authenticated before the gateway's own dependencies run.
 
-**Manifest scope (not enforced yet).** DESIGN §2b limits the network face to the instances of the
-KOS named in the ``KOS-SOPInstanceUID`` header, for a KOS this node published and has not
-deprecated. That check belongs to the trust issue; :func:`network_dicomweb_router` takes it as its
-``kos_scope`` dependency, run before the store is chosen on every network route. Until it is
-supplied, the network face serves any study of the PACS to any authenticated, mutually
-authenticated caller, and the node logs a warning saying so at start.
+**Manifest scope.** DESIGN §2b limits the network face to the instances of the KOS named in the
+``KOS-SOPInstanceUID`` header, for a KOS this node published and has not deprecated.
+:func:`network_dicomweb_router` takes that check as its ``kos_scope`` dependency, run before the
+store is chosen on every network route (the node supplies :mod:`drimbox.trust.scope`).
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field, StringConstraints
 
-from dicomweb_gateway import CachingStore, DicomStore, GatewaySettings, create_dicomweb_router
+from dicomweb_gateway import DicomStore, GatewaySettings, create_dicomweb_router
 from drimbox.stores.prefetch import PrefetchJob, PrefetchJobs, StudyPrefetch
 
 __all__ = [
@@ -43,8 +41,8 @@ DICOMWEB_PREFIX = "/dicom-web"
 _UID = r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$"
 
 KosScope = Callable[..., Any]
-"""A FastAPI dependency that admits (or refuses with 403) a network-face request for the KOS in its
-``KOS-SOPInstanceUID`` header — to be supplied by the trust issue (DESIGN §2b)."""
+"""A FastAPI dependency that admits (or refuses with 400/403) a network-face request for the KOS in its
+``KOS-SOPInstanceUID`` header (DESIGN §2b; :func:`drimbox.trust.scope.kos_scope_dependency`)."""
 
 
 def _provider(store: DicomStore) -> Callable[[], DicomStore]:
@@ -54,7 +52,7 @@ def _provider(store: DicomStore) -> Callable[[], DicomStore]:
     return cached_pacs
 
 
-def site_dicomweb_router(store: CachingStore, settings: GatewaySettings) -> APIRouter:
+def site_dicomweb_router(store: DicomStore, settings: GatewaySettings) -> APIRouter:
     """The site face's full DICOMweb (QIDO, WADO, STOW) under ``/dicom-web``."""
     router = APIRouter(prefix=DICOMWEB_PREFIX)
     router.include_router(create_dicomweb_router(_provider(store), settings, stow=True))
@@ -62,14 +60,14 @@ def site_dicomweb_router(store: CachingStore, settings: GatewaySettings) -> APIR
 
 
 def network_dicomweb_router(
-    store: CachingStore, settings: GatewaySettings, *, kos_scope: KosScope | None = None
+    store: DicomStore, settings: GatewaySettings, *, kos_scope: KosScope | None = None
 ) -> APIRouter:
     """The network face's DICOMweb under ``/dicom-web``: the WADO-RS routes only.
 
     Parameters
     ----------
     kos_scope
-        The manifest-scope check (see the module docstring); ``None`` until the trust issue lands.
+        The manifest-scope check (see the module docstring).
     """
     dependencies = [Depends(kos_scope)] if kos_scope is not None else []
     gateway = create_dicomweb_router(_provider(store), settings, dependencies=dependencies, stow=False)

@@ -314,37 +314,3 @@ def test_throughput_small_samples(net: Net, exams: list[Exam], tmp_path: Path) -
     count = sum(e.instance_count for e in exams)
     print(f"\nretrieval A→B samples: {total / 1e6:.1f} MB, {count} instances in {seconds:.2f} s = "  # noqa: T201
           f"{total / 1e6 / seconds:.1f} MB/s")
-
-
-def test_throughput_full_size_mammography(net: Net, tmp_path: Path) -> None:
-    """A→B throughput on a full-size 4-view mammography (~17 MB a view) and a 3-series copy of it,
-    fetched from site A's running network face (loaded into A's PACS for the test, removed after)."""
-    from drimbox.testdata import make_patient, write_mammography_study
-
-    study = write_mammography_study(tmp_path / "mg", make_patient(7, sex="F", with_ins=True), size="full", seed=7)
-    orthanc = net.network.orthanc("site-a")
-    ids = orthanc.upload(study.files)
-    root = net.node("site-a")["network_dicomweb"]
-    by_series: dict[str, list[InstanceRef]] = {}
-    for inst in study.instances:
-        by_series.setdefault(inst.series_instance_uid, []).append(InstanceRef(inst.sop_class_uid,
-                                                                              inst.sop_instance_uid))
-    exam = Exam(kos_uid="1.2.3.999", entry_uuid="", repository_unique_id="", study_uid=study.study_instance_uid,
-                accession_number=None, performed=None, modalities=("MG",), description="", body_part="",
-                source_site="site-a",
-                series=tuple(SeriesRef(uid, f"{root}/studies/{study.study_instance_uid}/series/{uid}", tuple(refs))
-                             for uid, refs in by_series.items()))
-    try:
-        for parallel in (1, 4):
-            retriever = _retriever(net, tmp_path / f"p{parallel}", parallel_series=parallel)
-            try:
-                report = retriever.retrieve(exam, _actor(net), tmp_path / f"p{parallel}" / "got")
-            finally:
-                retriever.close()
-            assert report.complete, report
-            mb = report.bytes / 1e6
-            rate = f"{mb:.1f} MB in {report.seconds:.2f} s = {mb / report.seconds:.1f} MB/s"
-            print(f"\nretrieval A→B full-size MG, {exam.series_count} series, parallel={parallel}: {rate}")  # noqa: T201
-    finally:
-        for orthanc_id in ids:
-            orthanc.client.delete(f"/instances/{orthanc_id}")
