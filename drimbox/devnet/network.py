@@ -354,7 +354,11 @@ class DemoNetwork:
         self._children.remove(child)
 
     def restart_node(self, site: str) -> None:
-        """Start the node of ``site`` again with the same settings, and wait until it answers."""
+        """Start the node of ``site`` again with the same settings, and wait until it answers.
+
+        Call it from a thread that outlives the node (e.g. the main thread): children die with the
+        thread that started them (PR_SET_PDEATHSIG), so a short-lived helper thread would take the node with it.
+        """
         plan = next(s for s in self.sites if s.name == site)
         self._spawn(f"{site}-node", [*_drimbox_command(), "serve", "--config", str(self.node_config(site))])
         deadline = time.monotonic() + _READY_TIMEOUT_S
