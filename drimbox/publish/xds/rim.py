@@ -260,6 +260,13 @@ class RegistryDocument:
     slots: dict[str, tuple[str, ...]]
     classifications: tuple[tuple[str, Code], ...]
     """(classificationScheme, code) pairs; author classifications are left out."""
+    title: str = ""
+    """``Name`` (the entry's title)."""
+    comments: str = ""
+    """``Description`` (the entry's comments)."""
+    authors: tuple[Author, ...] = ()
+    """The ``author`` classifications (person, institutions, roles, specialties), for consumers that
+    show where a document comes from (the source site is the author institution)."""
 
     @property
     def approved(self) -> bool:
@@ -310,6 +317,15 @@ def parse_extrinsic_object(eo: etree._Element) -> RegistryDocument:
             continue  # author classifications have an empty node representation
         coding = _slots(cl).get("codingScheme", ("",))
         codes.append((scheme, Code(node, coding[0] if coding else "", _text_of(cl, "Name"))))
+    authors = []
+    for cl in eo.iterfind(f"{_RIM}Classification"):
+        if cl.get("classificationScheme") != SCHEME.DE_AUTHOR:
+            continue
+        values = _slots(cl)
+        person = values.get("authorPerson", ())
+        authors.append(Author(person=person[0] if person else None,
+                              institutions=values.get("authorInstitution", ()),
+                              roles=values.get("authorRole", ()), specialties=values.get("authorSpecialty", ())))
     return RegistryDocument(
         entry_uuid=eo.get("id", ""),
         unique_id=external.get(SCHEME.DE_UNIQUE_ID, ""),
@@ -318,6 +334,9 @@ def parse_extrinsic_object(eo: etree._Element) -> RegistryDocument:
         mime_type=eo.get("mimeType", ""),
         slots=_slots(eo),
         classifications=tuple(codes),
+        title=_text_of(eo, "Name"),
+        comments=_text_of(eo, "Description"),
+        authors=tuple(authors),
     )
 
 
