@@ -139,6 +139,9 @@ class PatientRecord:
     exams: tuple[Exam, ...]
     hidden: int = 0
     """Documents not shown because the DMP visibility codes mask them to professionals."""
+    problems: tuple[str, ...] = ()
+    """Documents that could not be used (a malformed KOS, one the repository did not return): one line
+    each, for the page and the operator; the other exams are shown."""
 
     def exam(self, kos_uid: str) -> Exam | None:
         return next((e for e in self.exams if e.kos_uid == kos_uid), None)
