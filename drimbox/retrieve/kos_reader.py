@@ -52,8 +52,8 @@ _STORAGE = "1.2.840.10008.5.1.4.1.1."
 # Storage SOP classes → modality, for the modality of a series when the registry entry gives none
 # (a KOS does not carry the Modality of the series it references). PS3.4 Annex B.5.
 _SOP_MODALITY: dict[str, str] = {
-    "1": "CR", "1.1": "DX", "1.1.1": "DX", "1.1.2": "MG", "1.1.2.1": "MG", "1.1.3": "IO", "1.1.3.1": "IO",
-    "1.2.1": "MG", "1.2.2": "MG", "1.3": "IO", "1.13.1.3": "MG", "1.13.1.4": "MG", "1.13.1.5": "MG",
+    "1": "CR", "1.1": "DX", "1.1.1": "DX", "1.2": "MG", "1.2.1": "MG", "1.3": "IO", "1.3.1": "IO",
+    "13.1.3": "MG", "13.1.4": "MG", "13.1.5": "MG",
     "2": "CT", "2.1": "CT", "2.2": "CT", "4": "MR", "4.1": "MR", "4.4": "MR", "6.1": "US", "6.2": "US",
     "3.1": "US", "7": "OT", "7.1": "OT", "7.2": "OT", "7.3": "OT", "7.4": "OT", "12.1": "XA", "12.1.1": "XA",
     "12.2": "RF", "12.2.1": "RF", "20": "NM", "128": "PT", "130": "PT", "481.1": "RTIMAGE",
