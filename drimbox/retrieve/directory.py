@@ -20,7 +20,9 @@ XDS.b client, the same way it would talk to the DMP:
    study rather than by class keeps the answer small on a real DMP, where a patient has many
    unrelated reports.
 
-Exams come newest first (serviceStartTime, else the KOS's StudyDate/StudyTime).
+Exams come newest first (serviceStartTime, else the KOS's StudyDate/StudyTime; when the two are more
+than a day apart the entry's metadata is wrong — it comes from the report — and the images' own
+study date is kept, with a warning).
 
 **Who the registry sees (VIHF).** Every request carries a VIHF 3.0 assertion signed with the
 node's organisation certificate (``authentification indirecte``), naming the patient
@@ -40,8 +42,9 @@ UID → XDS patient id); it survives restarts, so the cache expiry can ask about
 before. A document never listed has no known patient: ``is_deprecated`` answers True (the node
 cannot vouch for it), ``document`` raises :class:`RegistryRefused`.
 
-Errors: no answer, timeout or a reply that is not XDS → :class:`RegistryUnavailable`; a transient
-registry error (busy, HTTP 5xx) too; a Failure or SOAP fault → :class:`RegistryRefused`.
+Errors: no answer, timeout or a reply that is not XDS (an HTTP error page without SOAP included) →
+:class:`RegistryUnavailable`; a transient registry error (busy) too; a Failure or SOAP fault →
+:class:`RegistryRefused`.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from types import TracebackType
 from zoneinfo import ZoneInfo
@@ -83,6 +86,9 @@ MASKED_TO_PROFESSIONALS = Code("MASQUE_PS", VISIBILITY_SCHEME)
 """The DMP visibility code of a document masked to health professionals (MetaDMPMSS ``MASQUE_PS``)."""
 EMERGENCY_PURPOSE = "bris_de_glace"
 """VIHF access mode (``purposeofuse``, scheme 1.2.250.1.213.1.1.4.248) of emergency access."""
+_SAME_EXAM = timedelta(hours=26)
+"""Largest gap between serviceStartTime (UTC) and the KOS's StudyDate/StudyTime (a zone guess when the
+KOS has no TimezoneOffsetFromUTC: UTC-12 to UTC+14) for both to describe the same exam."""
 _REPORT_CLASS = Code("10", "1.2.250.1.213.1.1.4.1", "Compte rendu")
 _REPORT_MIME_TYPES = frozenset({"text/xml", "application/pdf"})
 _STUDY_REFERENCE = "urn:ihe:iti:xds:2016:studyInstanceUID"
@@ -188,7 +194,10 @@ def _registry_call(what: str) -> Iterator[None]:
     except XdsTransportError as exc:
         raise RegistryUnavailable(f"registry unreachable ({what}): {exc}") from exc
     except RegistryError as exc:
-        if not exc.permanent:
+        # An HTTP error without a SOAP body (the client's ``HTTPnnn`` detail) is not an XDS answer: a
+        # wrong URL, a proxy's error page. Like a busy registry, it is not the registry refusing.
+        not_xds = bool(exc.codes) and all(code.startswith("HTTP") for code in exc.codes)
+        if not exc.permanent or not_xds:
             raise RegistryUnavailable(f"registry unavailable ({what}): {exc}") from exc
         raise RegistryRefused(f"registry refused {what}: {exc}") from exc
     except etree.LxmlError as exc:
@@ -411,10 +420,18 @@ class RegistryDirectory:
         regions = [c.display or c.code for c in events if c.scheme == self._codes.region_scheme]
         comments = entry.comments if entry.comments and entry.comments != "KOS" else ""
         accession = _reference(entry.reference_ids, _ACCESSION_REFERENCE) or kos.accession_number
+        performed = _xds_time(entry.slot("serviceStartTime")) or kos.performed
+        if performed and kos.performed and abs(performed - kos.performed) > _SAME_EXAM:
+            # More than a time-zone guess apart: the entry's metadata (from the report) is wrong, and the
+            # images' own date is what a reader compares priors by.
+            log.warning("serviceStartTime and the KOS's study date disagree: the study date is kept",
+                        kos=kos.sop_instance_uid, service_start=performed.isoformat(),
+                        study_date=kos.performed.isoformat())
+            performed = kos.performed
         return Exam(
             kos_uid=kos.sop_instance_uid, entry_uuid=entry.entry_uuid,
             repository_unique_id=entry.repository_unique_id or "", study_uid=kos.study_uid,
-            accession_number=accession, performed=_xds_time(entry.slot("serviceStartTime")) or kos.performed,
+            accession_number=accession, performed=performed,
             modalities=modalities, description=kos.study_description or comments or entry.title,
             body_part=", ".join(dict.fromkeys(regions)), source_site=_source_site(entry, kos), series=kos.series,
             confidentiality=tuple(c.code for c in entry.codes(SCHEME.DE_CONFIDENTIALITY)),
