@@ -9,19 +9,21 @@ receive), are filed by :func:`~drimbox.pacs.handlers.handle_store` and routed by
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from pynetdicom import AE, evt
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
 from drimbox.config import DimseSettings, LocalAE, StorageSettings
 from drimbox.pacs._library import configure_pynetdicom
-from drimbox.pacs.contexts import scp_contexts
+from drimbox.pacs.contexts import STUDY_ROOT_GET, VERIFICATION, scp_contexts
 from drimbox.pacs.handlers import handle_conn_open, handle_echo, handle_store
 from drimbox.pacs.mediator import MoveMediator
 from drimbox.pacs.sockets import SocketTuner, tune_socket
 
-__all__ = ["NodeScp", "scp_handlers"]
+__all__ = ["NodeScp", "ScpService", "scp_handlers"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,20 @@ def scp_handlers(
         (evt.EVT_C_ECHO, handle_echo),
         (evt.EVT_C_STORE, handle_store, [mediator, fsync]),
     ]
+
+
+class ScpService(Protocol):
+    """A service the node's SCP offers beyond Verification and Storage (e.g. the Q/R face for the
+    network's studies, :class:`drimbox.retrieve.dimse_face.DimseFace`): its abstract syntaxes and its
+    handlers join the SCP's own, so one AE on one port serves everything a workstation needs."""
+
+    def contexts(self) -> list[PresentationContext]:
+        """Presentation contexts to accept (as SCP)."""
+        ...
+
+    def handlers(self) -> list[tuple[Any, ...]]:
+        """Event handlers, as in :func:`scp_handlers`."""
+        ...
 
 
 class NodeScp:
@@ -53,6 +69,10 @@ class NodeScp:
     fsync:
         Flush each file to stable storage before answering Success (default; the sender may then
         delete its copy).
+    services:
+        Further services on the same AE (their contexts and handlers are added). When one accepts
+        Study Root C-GET, storage contexts also accept SCP/SCU role selection, since the C-GET
+        requestor receives its C-STORE sub-operations as SCP (PS3.4 C.4.3, PS3.7 D.3.3.4).
     """
 
     def __init__(
@@ -64,6 +84,7 @@ class NodeScp:
         *,
         tune: SocketTuner = tune_socket,
         fsync: bool = True,
+        services: Sequence[ScpService] = (),
     ) -> None:
         configure_pynetdicom()
         self.local = local
@@ -77,8 +98,16 @@ class NodeScp:
         ae.maximum_pdu_size = dimse.max_pdu
         ae.maximum_associations = dimse.max_associations
         ae.supported_contexts = scp_contexts()
+        extra = [cx for service in services for cx in service.contexts()]
+        if any(cx.abstract_syntax == STUDY_ROOT_GET for cx in extra):
+            for cx in scp_contexts():
+                if cx.abstract_syntax != VERIFICATION:
+                    ae.add_supported_context(str(cx.abstract_syntax), cx.transfer_syntax, scu_role=True, scp_role=True)
+        for cx in extra:
+            ae.add_supported_context(str(cx.abstract_syntax), cx.transfer_syntax)
         self._ae = ae
         self._handlers = scp_handlers(mediator, tune=tune, fsync=fsync)
+        self._handlers += [handler for service in services for handler in service.handlers()]
         self._server: ThreadedAssociationServer | None = None
 
     @property
