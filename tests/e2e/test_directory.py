@@ -3,23 +3,35 @@
 
 from __future__ import annotations
 
+import copy
+import io
 import socket
 import time
-from datetime import date, datetime
+from dataclasses import replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pydicom
 import pytest
 from lxml import etree
 
 from drimbox.config import DimseSettings, LocalAE
 from drimbox.devnet.network import demo_oru
 from drimbox.errors import RegistryUnavailable
+from drimbox.hl7 import parse_report
+from drimbox.manifest import encode_manifest
 from drimbox.pacs import PacsClient
+from drimbox.publish.dmp import patient_cx
+from drimbox.publish.service import http_client, signer_of, vihf_profile, xds_endpoints
+from drimbox.publish.submission import Manifest, SubmissionPolicy, build_submission, derived_uid
+from drimbox.publish.vihf import VihfIssuer, VihfSubject
+from drimbox.publish.xds.client import XdsClient
+from drimbox.publish.xds.rim import submit_objects_request
 from drimbox.retrieve.directory import EMERGENCY_PURPOSE, RegistryDirectory
-from drimbox.retrieve.model import Actor, PatientRecord, PatientTraits
-from drimbox.testdata import make_patient, write_ct_study
+from drimbox.retrieve.model import Actor, InstanceRef, PatientRecord, PatientTraits, RelatedDocument
+from drimbox.testdata import GeneratedStudy, make_patient, write_ct_study
 from drimbox.testdata.cda import CdaAuthor
 from drimbox.testdata.identity import Patient
 from tests.e2e.conftest import Net
@@ -145,7 +157,7 @@ def test_vihf_names_the_practitioner_and_emergency(net: Net, directory: Registry
         assert _attribute(assertion, "urn:oasis:names:tc:xacml:2.0:resource:resource-id").text == patient_id
         assert _attribute(assertion, "Identifiant_Structure").text == net.settings("site-b").publish.organisation_id
     purpose = "urn:oasis:names:tc:xspa:1.0:subject:purposeofuse"
-    assert _attribute(normal, purpose).find(f"{{{HL7}}}PurposeOfUse").get("code") == "normal"  # type: ignore[union-attr]
+    assert _attribute(normal, purpose).find(f"{{{HL7}}}PurposeOfUse").get("code") == "normal"
     coded = _attribute(urgent, purpose).find(f"{{{HL7}}}PurposeOfUse")
     assert coded is not None and coded.get("code") == EMERGENCY_PURPOSE == "bris_de_glace"
     assert coded.get("codeSystem") == "1.2.250.1.213.1.1.4.248"
@@ -204,3 +216,66 @@ def test_documents_masked_to_professionals_are_hidden(net: Net, directory: Regis
     assert exam.study_uid == visible.study_instance_uid
     assert masked.study_instance_uid not in {e.study_uid for e in record.exams}
     assert "MASQUE_PS" not in exam.confidentiality
+
+
+def _publish_kos_as_site_a(net: Net, study: GeneratedStudy, kos_uid: str, data: bytes) -> None:
+    """ITI-41 of one KOS entry (any bytes) for ``study``, as site A's node would send it (its certificate,
+    its VIHF, the DMP metadata of :func:`build_submission`), with the existing XDS client."""
+    settings = net.settings("site-a")
+    report = parse_report(demo_oru(study, control_id=f"F6-{kos_uid[-8:]}"))
+    policy = replace(SubmissionPolicy.from_settings(settings.publish, settings.name), publish_cda=False)
+    signer = signer_of(settings)
+    endpoints = xds_endpoints(settings)
+    assert signer is not None and endpoints is not None
+    built = build_submission(report, Manifest(kos_uid, data, ()), policy, signer,
+                             submission_uid=derived_uid("f6-test", kos_uid), now=datetime.now(UTC))
+    vihf = VihfIssuer(vihf_profile(settings, settings.publish.organisation_id), signer)
+    assertion = vihf.issue(VihfSubject(report.author, policy.author_role, policy.author_specialty,
+                                       patient_id=patient_cx(report.patient),
+                                       structure_id=report.organisation.id_nat_struct))
+    with http_client(settings) as http:
+        XdsClient(endpoints, http).provide_and_register(submit_objects_request(built.submission), built.documents,
+                                                        assertion=assertion)
+
+
+def _wait_for(directory: RegistryDirectory, traits: PatientTraits, actor: Actor, *, exams: int) -> PatientRecord:
+    deadline = time.monotonic() + 120
+    record = directory.patient_record(traits, actor)
+    while len(record.exams) < exams and time.monotonic() < deadline:
+        time.sleep(0.5)
+        record = directory.patient_record(traits, actor)
+    return record
+
+
+def test_key_image_note_and_malformed_kos(net: Net, directory: RegistryDirectory, tmp_path: Path) -> None:
+    """Site A publishes a CT (real F1 → F3 path), then a key-image note of it and a KOS that is not DICOM."""
+    patient = make_patient(78, sex="F", with_ins=True)
+    study = write_ct_study(tmp_path / "ct", patient, series=1, slices_per_series=3, rows=64, seed=81)
+    site = net.network.sites[0]
+    pacs = PacsClient(local=LocalAE(aet=site.node_aet, host=site.address, port=site.dimse_port),
+                      remote=net.network.orthanc("site-a").remote_ae(), dimse=DimseSettings())
+    try:
+        pacs.store(list(study.files))
+    finally:
+        pacs.close()
+    _send_report(net, demo_oru(study, control_id="F6-KEY"))
+    actor = _actor(net)
+    (exam,) = _wait_for(directory, _traits(patient), actor, exams=1).exams
+    manifest = pydicom.dcmread(io.BytesIO(directory.document(
+        RelatedDocument(exam.kos_uid, exam.repository_unique_id, "application/dicom", "KOS"), actor)))
+    note = copy.deepcopy(manifest)
+    note.SOPInstanceUID = derived_uid("f6-key-note", exam.kos_uid)
+    note.ConceptNameCodeSequence[0].CodeValue = "113000"
+    note.ConceptNameCodeSequence[0].CodeMeaning = "Of Interest"
+    chosen = note.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence
+    del chosen[1:]
+    key = InstanceRef(str(chosen[0].ReferencedSOPClassUID), str(chosen[0].ReferencedSOPInstanceUID))
+    _publish_kos_as_site_a(net, study, note.SOPInstanceUID, encode_manifest(note))
+    garbage_uid = derived_uid("f6-garbage", exam.kos_uid)
+    _publish_kos_as_site_a(net, study, garbage_uid, b"<html><body>502 Bad Gateway</body></html>")
+    record = directory.patient_record(_traits(patient), actor)
+    (exam,) = record.exams  # the note adds key images to the exam; the garbage is no exam
+    assert exam.key_images == (key,)
+    assert exam.series_count == 1 and exam.instance_count == 3
+    (problem,) = record.problems
+    assert garbage_uid in problem and "not a DICOM file" in problem
