@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from drimbox.devnet.pki import TestCA
 from drimbox.devnet.ports import free_port
 from drimbox.devnet.process import ChildProcess, DevnetError, stop_all, tail
 from drimbox.testdata import GeneratedStudy
-from drimbox.testdata.cda import ReportSpec, make_report_cda
+from drimbox.testdata.cda import PARIS, ReportSpec, make_report_cda
 
 __all__ = ["DEMO_AUDIENCE", "DEMO_ISSUER", "DemoNetwork", "SitePlan", "demo_oru"]
 
@@ -392,9 +393,11 @@ def demo_oru(study: GeneratedStudy, *, control_id: str) -> bytes:
     PID-3 gives the INS (with PID-32 ``VALI``) when the patient has one, and the local IPP.
     """
     patient = study.patient
+    # The report is written the day of the exam (an hour after it), so serviceStartTime is the study's date.
+    when = datetime.strptime(f"{study.study_date or '20250114'}1130", "%Y%m%d%H%M").replace(tzinfo=PARIS)
     spec = ReportSpec(patient=patient, study_instance_uid=study.study_instance_uid,
                       accession_number=study.accession_number, document_id=f"{study.study_instance_uid}.9",
-                      set_id=f"DEMO-{study.accession_number}", modality=study.modality)
+                      set_id=f"DEMO-{study.accession_number}", modality=study.modality, effective_time=when)
     cda = base64.b64encode(make_report_cda(spec)).decode("ascii")
     ids = f"{patient.ipp}^^^{patient.ipp_issuer}&{spec.ipp_oid}&ISO^PI"
     if patient.ins:
