@@ -29,6 +29,7 @@ import io
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -741,12 +742,9 @@ def _parse_metadata(data: bytes, where: str, subset: str, members: dict[str, str
     return declared, patient_id, submission_uid
 
 
-def _read_limited(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes | None:
+def _read_limited(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> bytes:
     buffer = io.BytesIO()
-    try:
-        copy_member(zf, info, buffer, budget=limit, limit=limit)
-    except MemberTooLarge:
-        return None
+    copy_member(zf, info, buffer, budget=limit, limit=limit)
     return buffer.getvalue()
 
 
@@ -797,9 +795,13 @@ def _read(zf: zipfile.ZipFile, handle: BinaryIO, workdir: Path, limits: XdmLimit
     patient_id = submission_uid = ""
     if not problems:  # METADATA.XML is only inflated once the headers are known to be safe
         for info in metadata_infos:
-            data = _read_limited(zf, info, limits.max_metadata_bytes)
-            if data is None:
+            try:
+                data = _read_limited(zf, info, limits.max_metadata_bytes)
+            except MemberTooLarge:
                 problems.append(f"{info.filename}: METADATA.XML larger than {limits.max_metadata_bytes} bytes")
+                continue
+            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                problems.append(f"{info.filename}: METADATA.XML cannot be extracted ({exc})")
                 continue
             subset = normalise_name(info.filename).rsplit("/", 1)[0]
             found, pid, suid = _parse_metadata(data, info.filename, subset, members, problems)
@@ -851,8 +853,8 @@ def _extract(zf: zipfile.ZipFile, by_name: dict[str, zipfile.ZipInfo], declared:
         path = target / "documents" / f"{number:04d}{suffix}"
         try:
             result = _extract_one(zf, info, path, limits, budget)
-        except (MemberTooLarge, zipfile.BadZipFile, EOFError, OSError) as exc:
-            problems.append(f"{doc.member!r}: cannot be extracted ({exc})")
+        except (MemberTooLarge, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            problems.append(f"{doc.member!r}: cannot be extracted, corrupt member ({exc})")
             continue
         if result.sha1 != doc.sha1:
             problems.append(f"{doc.member!r}: hash mismatch, SHA-1 {result.sha1}, METADATA.XML says {doc.sha1}")
@@ -874,8 +876,8 @@ def _extract(zf: zipfile.ZipFile, by_name: dict[str, zipfile.ZipInfo], declared:
         path = target / "dicom" / f"{count:06d}.dcm"
         try:
             result = _extract_one(zf, info, path, limits, budget)
-        except (MemberTooLarge, zipfile.BadZipFile, EOFError, OSError) as exc:
-            problems.append(f"{name!r}: cannot be extracted ({exc})")
+        except (MemberTooLarge, zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            problems.append(f"{name!r}: cannot be extracted, corrupt member ({exc})")
             path.unlink(missing_ok=True)
             continue
         if not is_dicom_head(result.head):
