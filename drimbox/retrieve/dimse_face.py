@@ -9,14 +9,14 @@ Who may ask, and why it is checked this way:
 
 - **The calling AE** must be one of ``settings.workstations`` *and* connect from that entry's host:
   AE titles are configuration, not authentication, so the address is what actually ties a request
-  to the machine an administrator listed. Others get ``0x0124`` (Refused: Not Authorised).
+  to the machine an administrator listed. Others get :data:`NOT_AUTHORISED`.
 - **The practitioner** is identified by DICOM User Identity Negotiation (PS3.7 D.3.3.7) carrying
   a JWT: type 5 (JSON Web Token in the primary field) or type 2 (username + passcode, the passcode
   being the JWT, for tools that only know that form). The token is verified by the node's
   :class:`~drimbox.trust.tokens.TokenVerifier` on *every* request (a token may expire during a long
   association) and forwarded to source nodes on retrieval. An invalid or expired token, or a SAML
-  or Kerberos identity (types 3/4, which the node cannot verify), is refused with ``0x0124`` rather
-  than silently downgraded: the user asked to be identified and should learn why they were not.
+  or Kerberos identity (types 3/4, which the node cannot verify), is refused with :data:`NOT_AUTHORISED`
+  rather than silently downgraded: the user asked to be identified and should learn why they were not.
   A type 1 identity (a bare user name) proves nothing and counts as no identity.
 - **Without an identity** the node answers only studies already retrieved by an authenticated user
   action (copies under ``[retrieve] work_dir``, ``<work_dir>/<kos_uid>/<series_uid>/<sop>.dcm``):
@@ -95,6 +95,7 @@ from drimbox.trust.tokens import TokenVerifier
 __all__ = [
     "DEFAULT_INS_OIDS",
     "INS_ISSUER",
+    "NOT_AUTHORISED",
     "DimseFace",
     "RetrievedStudies",
     "RetrievedStudy",
@@ -114,8 +115,12 @@ DEFAULT_INS_OIDS: tuple[str, ...] = (INS_NIR_OID,)
 INS_ISSUER = "ASIP-SANTE-INS-NIR"
 """IssuerOfPatientID of an INS in DICOM (DESIGN §3)."""
 
-NOT_AUTHORISED = 0x0124
-"""Refused: Not Authorised (PS3.7 C.5): an unlisted caller or an identity that does not verify."""
+NOT_AUTHORISED = 0xC124
+"""An unlisted caller or an identity that does not verify, with the reason in ErrorComment.
+
+PS3.4 gives Q/R no "not authorised" status, and the general ``0x0124`` is shown as an unknown status
+by common SCUs (DCMTK's findscu/movescu): a code of the ``Cxxx`` "Unable to process" range is what
+every Q/R SCU reports as a failure, and its low bits echo ``0124`` for whoever reads the logs."""
 
 _PENDING = int(DimseStatus.PENDING)
 _CANCEL = int(DimseStatus.CANCEL)
@@ -150,7 +155,7 @@ class _Refusal(Exception):
 def dimse_status_for(exc: DrimboxError) -> int:
     """The failure status a Q/R request gets for a node error (the DIMSE twin of ``http_errors.status_for``).
 
-    Authentication problems are ``0x0124`` (Refused: Not Authorised); a malformed identifier is
+    Authentication problems are :data:`NOT_AUTHORISED` (``0xC124``); a malformed identifier is
     ``0xA900`` (Identifier does not match SOP Class); an unreachable registry or source is ``0xA700``
     (Refused: Out of Resources — transient, worth retrying later); anything else ``0xC000`` (Unable to
     process), with the reason in ErrorComment.
