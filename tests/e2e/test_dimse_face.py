@@ -356,3 +356,15 @@ def test_get_of_the_retrieved_study(net: Net, face: Face, mammographies: list[Ex
         assoc.release()
     assert statuses[-1].Status == 0x0000, statuses[-1]
     assert set(got) == exam.sop_instance_uids()
+
+
+def test_find_keeps_patients_apart(net: Net, face: Face, mammographies: list[Exam]) -> None:
+    ct = net.ct_patient
+    matches, final = _find(face, _study_query(ct.ins, ct.ins_oid), net.token())
+    assert final.Status == 0x0000
+    assert len(matches) == 1 and str(matches[0].PatientID) == ct.ins
+    assert str(matches[0].StudyInstanceUID) not in {e.study_uid for e in mammographies}
+    # An INS with a wrong key is no INS: nothing is asked of the registry on its behalf.
+    wrong = ct.ins[:13] + f"{(int(ct.ins[13:]) % 97) + 1:02d}"
+    none, final = _find(face, _study_query(wrong, ct.ins_oid), net.token())
+    assert none == [] and final.Status == 0x0000
