@@ -27,7 +27,7 @@ LANG_COOKIE = "drimbox_lang"
 
 CATALOGUE: dict[str, tuple[str, str]] = {
     # -- frame ------------------------------------------------------------------------------------
-    "site.name": ("DRIM-Box — site {node}", "DRIM-Box — site {node}"),
+    "site.name": ("DRIM-Box — {node}", "DRIM-Box — {node}"),
     "skip": ("Aller au contenu", "Skip to content"),
     "lang.other": ("English", "Français"),
     "lang.other.label": ("Display in English", "Afficher en français"),
