@@ -102,6 +102,7 @@ __all__ = [
     "import_xdm",
     "read_xdm",
     "source_from_directory",
+    "traits_from_contents",
 ]
 
 log = structlog.get_logger(__name__)
@@ -926,6 +927,38 @@ def _extract(zf: zipfile.ZipFile, by_name: dict[str, zipfile.ZipInfo], declared:
         submission_set_uid=submission_uid, kos=kos.path if kos and kos_uid else None, kos_uid=kos_uid,
         report=report.path if report else None, report_mime=report.mime_type if report else None,
         warnings=tuple(warnings),
+    )
+
+
+def traits_from_contents(contents: XdmContents, *, ins: str | None = None, ins_oid: str | None = None,
+                         local_id: str | None = None, local_issuer: str | None = None) -> PatientTraits | None:
+    """The patient's traits for the import, from the archive's instances (and the INS given, if any).
+
+    The INS is the one given by the operator, else the one the instances carry (PatientID or
+    OtherPatientIDsSequence with an INS OID); names, birth date and sex come from the instances.
+    ``None`` when there is no INS at all (the importer then keeps the instances' own identity).
+    """
+    first = _header(next(iter(contents.instances.values())))
+    found = _ins_of(first)
+    if ins is None and found is None:
+        return None
+    if ins is None and found is not None:
+        ins, ins_oid = found
+    name = first.get("PatientName")
+    birth = _text(first, "PatientBirthDate")
+    sex = _text(first, "PatientSex")
+    problems = []
+    if not name:
+        problems.append("the instances carry no PatientName")
+    if len(birth) != 8 or not birth.isdigit():
+        problems.append("the instances carry no usable PatientBirthDate")
+    if problems:
+        raise InvalidRequest("the patient's traits cannot be read from the archive", problems=tuple(problems))
+    assert ins is not None
+    return PatientTraits(
+        ins=ins, ins_oid=ins_oid or "1.2.250.1.213.1.4.8", birth_name=str(name.family_name),
+        first_given_name=str(name.given_name).split(" ")[0], birth_date=datetime.strptime(birth, "%Y%m%d").date(),
+        sex="M" if sex == "M" else "F" if sex == "F" else "U", local_id=local_id, local_issuer=local_issuer,
     )
 
 
