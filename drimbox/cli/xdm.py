@@ -59,7 +59,7 @@ def export(
         partial.unlink(missing_ok=True)
     note = "" if source.kos else " (KOS made from the files: none was found beside them)"
     out_console.print(f"{out}: {summary.instances} instances, {summary.instance_bytes / 1e6:.1f} MB, "
-                      f"KOS {summary.kos_uid}{note}", highlight=False)
+                      f"KOS {summary.kos_uid}{note}", highlight=False, soft_wrap=True)
     if summary.missing:
         err_console.print(f"[yellow]{len(summary.missing)} instance(s) the KOS references are not in {directory}[/]")
 
@@ -105,14 +105,15 @@ def import_(
         try:
             contents = read_xdm(archive, scratch)
         except InvalidRequest as exc:
-            err_console.print(f"[bold red]refused:[/] {archive.name}", highlight=False)
+            err_console.print(f"[bold red]refused:[/] {archive.name}", highlight=False, soft_wrap=True)
             for problem in exc.problems:
                 err_console.print(f"  - {problem}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from exc
         for warning in contents.warnings:
-            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         out_console.print(f"{archive.name}: {len(contents.instances)} instances, KOS {contents.kos_uid or '-'}, "
-                          f"report {contents.report_mime or '-'}, patient {contents.patient_id}", highlight=False)
+                          f"report {contents.report_mime or '-'}, patient {contents.patient_id}",
+                          highlight=False, soft_wrap=True)
         if check_only:
             return
         traits = traits_from_contents(contents, ins=ins, ins_oid=ins_oid, local_id=local_id,
@@ -124,7 +125,7 @@ def import_(
             pacs.close()
         committed = _count(getattr(outcome, "committed", 0))
         out_console.print(f"imported {_count(getattr(outcome, 'stored', 0))}, confirmed by storage commitment "
-                          f"{committed} of {len(contents.instances)}", highlight=False)
+                          f"{committed} of {len(contents.instances)}", highlight=False, soft_wrap=True)
         if committed != len(contents.instances):
             raise typer.Exit(1)
     finally:

@@ -201,7 +201,7 @@ def xdm_router(
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no importer configured on this node")
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes:
-            raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, f"archive larger than {max_upload_bytes}")
+            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"archive larger than {max_upload_bytes}")
         spool_dir.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix="xdm-upload-", dir=spool_dir))
         try:
@@ -211,7 +211,7 @@ def xdm_router(
                 async for chunk in request.stream():
                     received += len(chunk)
                     if received > max_upload_bytes:
-                        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
                                             f"archive larger than {max_upload_bytes}")
                     await asyncio.to_thread(out.write, chunk)
             return await asyncio.to_thread(_import, archive, scratch, principal, ins, ins_oid, local_id,
