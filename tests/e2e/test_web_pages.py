@@ -17,6 +17,8 @@ from fastapi.testclient import TestClient
 
 from drimbox.errors import LoginRequired
 from drimbox.http_errors import install_error_handlers
+from drimbox.publish.outbox import Outbox
+from drimbox.publish.service import outbox_path
 from drimbox.retrieve.directory import RegistryDirectory
 from drimbox.retrieve.model import Actor, Exam, PatientTraits
 from drimbox.retrieve.viewing import RemoteStudies
@@ -25,8 +27,9 @@ from drimbox.testdata.identity import Patient
 from drimbox.trust import JwtVerifier
 from drimbox.trust.audit import AuditStore
 from drimbox.trust.principal import Principal
-from drimbox.web import ContextualCalls, public_router, web_router
+from drimbox.web import ContextualCalls, public_router, published_study_lookup, web_router
 from tests.e2e.conftest import Net
+from tests.e2e.exams import published_kos
 
 
 @dataclass
@@ -167,3 +170,28 @@ def test_registry_unreachable_page(net: Net, tmp_path: Path) -> None:
         called = site.client.post("/contextual-call", data=_form(net.screened_patient))
         page = site.client.get(called.headers["location"], headers={"Authorization": f"Bearer {net.token()}"})
         assert page.status_code == 503 and "Registre injoignable" in page.text
+
+
+def test_dmp_link_on_site_a(net: Net, tmp_path: Path) -> None:
+    """The stable link of an exam site A published: its outbox says which study; unknown KOS → 404."""
+    site_a = net.settings("site-a")
+    lookup = published_study_lookup(Outbox(outbox_path(site_a)))
+    kos, _ = published_kos(net.endpoints["registry"]["fhir"], net.token(), net.screened_patient)[0]
+    study = str(kos.CurrentRequestedProcedureEvidenceSequence[0].StudyInstanceUID)
+    assert lookup(str(kos.SOPInstanceUID)) == study
+    assert lookup("1.2.3.4.5") is None
+    audit = AuditStore(tmp_path / "audit.sqlite")
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(web_router(directory=None, audit=audit, remote=RemoteStudies(),  # type: ignore[arg-type]
+                                  imports=NoImports([]), xdm=None, published_study=lookup, settings=site_a,
+                                  calls=ContextualCalls(), principal=_bearer(JwtVerifier.from_settings(site_a.auth)),
+                                  actor_of=_actor_of))
+    with TestClient(app, follow_redirects=False) as client:
+        assert client.get(f"/exams/{kos.SOPInstanceUID}").headers["location"].startswith("/auth/login?next=")
+        token = {"Authorization": f"Bearer {net.token()}"}
+        opened = client.get(f"/exams/{kos.SOPInstanceUID}", headers=token)
+        assert opened.status_code == 303 and opened.headers["location"] == f"/viewer?StudyInstanceUIDs={study}"
+        assert client.get("/exams/1.2.3.4.5", headers=token).status_code == 404
+    assert [e.outcome for e in audit.events(action="dmp-link.view")] == ["success", "refused"]
+    audit.close()
