@@ -115,6 +115,7 @@ def _study_page(site: SiteB, net: Net, patient: Patient, **changes: str) -> tupl
 def test_study_page_lists_site_a_exams_newest_first(net: Net, site_b: SiteB) -> None:
     patient = net.screened_patient
     location, page = _study_page(site_b, net, patient)
+    assert patient.ins is not None
     assert patient.family in page and patient.given in page and patient.ins in page
     kos_uids = re.findall(r'data-kos="([^"]+)"', page)
     assert len(kos_uids) == 2  # the current and the prior screening mammography
