@@ -19,7 +19,7 @@ from drimbox.web.pages import (
     viewer_url,
     web_router,
 )
-from drimbox.web.sources import published_study_lookup
+from drimbox.web.sources import NotRetrieved, published_study_lookup, xdm_exporter
 
 __all__ = [
     "CSS_PATH",
@@ -29,6 +29,7 @@ __all__ = [
     "ContextualCalls",
     "ImportLauncher",
     "ImportProgress",
+    "NotRetrieved",
     "Problem",
     "PublishedStudy",
     "RemoteViewer",
@@ -40,4 +41,5 @@ __all__ = [
     "published_study_lookup",
     "viewer_url",
     "web_router",
+    "xdm_exporter",
 ]

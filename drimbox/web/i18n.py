@@ -201,6 +201,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
                             "This import is unknown (or old, or started by another user)."),
     "error.xdm_unavailable": ("L'export XDM n'est pas disponible sur ce nœud.",
                               "XDM export is not available on this node."),
+    "error.xdm_not_retrieved": ("Cet examen n'est pas encore sur ce nœud : importez-le d'abord, puis exportez-le.",
+                                "This exam is not on this node yet: import it first, then export it."),
     "error.no_report": ("Aucun compte rendu n'a été publié avec cet examen.",
                         "No report was published with this exam."),
 }

@@ -32,6 +32,7 @@ import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from starlette.background import BackgroundTask
 
 from drimbox.config import NodeSettings
 from drimbox.errors import (
@@ -50,6 +51,7 @@ from drimbox.web.calls import ContextualCalls, StoredCall
 from drimbox.web.cda import CdaReport, read_cda
 from drimbox.web.i18n import LANG_COOKIE, LANGUAGES, Language, Translator, choose_language, translator
 from drimbox.web.ins import ConsentNotGiven, ContextualCall, ContextualCallInvalid, Problem, parse_contextual_call
+from drimbox.web.sources import NotRetrieved
 
 __all__ = [
     "CSS_PATH",
@@ -121,7 +123,9 @@ class ImportLauncher(Protocol):
 
 
 XdmExport = Callable[[Exam, PatientTraits, Actor], bytes | Path]
-"""Build the XDM zip of a (retrieved) exam: its bytes, or the file it was written to."""
+"""Build the XDM zip of a (retrieved) exam: its bytes, or a temporary file the page deletes once sent
+(:func:`drimbox.web.sources.xdm_exporter`); raise :class:`~drimbox.web.sources.NotRetrieved` when the
+exam's instances are not on the node."""
 
 PublishedStudy = Callable[[str], str | None]
 """KOS SOP Instance UID → Study Instance UID(s, comma-separated) while this node publishes it, else ``None``."""
@@ -544,6 +548,11 @@ def web_router(
                                   "kos_uid": exam.kos_uid}
         try:
             archive = xdm(exam, stored.call.traits, actor)
+        except NotRetrieved as exc:
+            event(actor, request, "xdm.export", "refused", detail=str(exc), **fields)
+            t, _ = pages.translator(request)
+            return pages.error(request, 409, "error.failed.title", t("error.xdm_not_retrieved"),
+                               back=patient_url(call_id))
         except DrimboxError as exc:
             event(actor, request, "xdm.export", "failure", detail=f"{type(exc).__name__}: {exc}", **fields)
             return pages.network_error(request, exc, back=patient_url(call_id))
@@ -551,7 +560,8 @@ def web_router(
         headers = {"Content-Disposition": f'attachment; filename="XDM-{exam.study_uid}.zip"',
                    "Cache-Control": "no-store"}
         if isinstance(archive, Path):
-            return FileResponse(archive, media_type="application/zip", headers=headers)
+            return FileResponse(archive, media_type="application/zip", headers=headers,
+                                background=BackgroundTask(archive.unlink, missing_ok=True))
         return Response(archive, media_type="application/zip", headers=headers)
 
     @router.get("/exams/{kos_uid}")

@@ -182,7 +182,9 @@ class Portal:
 
 
 def build_portal(tmp: Path, *, directory: FakeDirectory | None = None, with_xdm: bool = True,
-                 published: dict[str, str] | None = None, **setting_overrides: object) -> Portal:
+                 published: dict[str, str] | None = None,
+                 xdm_export: Callable[[Exam, PatientTraits, Actor], bytes | Path] | None = None,
+                 **setting_overrides: object) -> Portal:
     node = settings(tmp, **setting_overrides)
     directory = directory or FakeDirectory()
     remote, imports = FakeRemote(), FakeImports()
@@ -198,7 +200,7 @@ def build_portal(tmp: Path, *, directory: FakeDirectory | None = None, with_xdm:
     install_error_handlers(app)
     app.include_router(public_router(calls=calls, audit=audit, settings=node))
     app.include_router(web_router(directory=directory, audit=audit, remote=remote, imports=imports,
-                                  xdm=xdm if with_xdm else None,
+                                  xdm=(xdm_export or xdm) if with_xdm else None,
                                   published_study=(published or {"1.9.1": "1.8.1"}).get, settings=node,
                                   calls=calls, principal=bearer_principal(USERS), actor_of=actor_of))
     return Portal(app, directory, remote, imports, audit, calls, xdm_calls)

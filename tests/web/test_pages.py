@@ -13,7 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from drimbox.errors import RegistryUnavailable
+from drimbox.retrieve.model import Actor, Exam, PatientTraits
+from drimbox.retrieve.xdm import XdmOrigin
 from drimbox.trust.audit import AuditEvent
+from drimbox.web import xdm_exporter
 from drimbox.web.i18n import CATALOGUE, placeholders
 from tests.web.fakes import CDA_NARRATIVE, CURRENT, HOSTILE, PDF, FakeDirectory, Portal, build_portal
 
@@ -305,6 +308,32 @@ def test_xdm_not_configured(tmp_path: Path) -> None:
         location = call(client)
         assert "/xdm" not in client.get(location, headers=ALICE).text
         assert client.get(f"{location}/exams/1.9.1/xdm", headers=ALICE).status_code == 404
+
+
+def test_xdm_temporary_file_is_removed_once_sent(tmp_path: Path) -> None:
+    made: list[Path] = []
+
+    def export(exam: Exam, traits: PatientTraits, actor: Actor) -> Path:
+        path = tmp_path / f"xdm-{len(made)}.zip"
+        path.write_bytes(b"PK\x05\x06" + b"\x00" * 18)
+        made.append(path)
+        return path
+
+    portal = build_portal(tmp_path, xdm_export=export)
+    with TestClient(portal.app, follow_redirects=False) as client:
+        response = client.get(f"{call(client)}/exams/1.9.1/xdm", headers=ALICE)
+    assert response.status_code == 200 and response.content.startswith(b"PK")
+    assert made and not made[0].exists()
+
+
+def test_xdm_of_an_exam_not_retrieved(tmp_path: Path) -> None:
+    export = xdm_exporter(work_dir=tmp_path / "retrieved", origin=XdmOrigin("site-b", "1.2.3"),
+                          spool_dir=tmp_path / "spool")
+    portal = build_portal(tmp_path, xdm_export=export)
+    with TestClient(portal.app, follow_redirects=False) as client:
+        response = client.get(f"{call(client)}/exams/1.9.1/xdm", headers=ALICE)
+    assert response.status_code == 409 and "importez-le d&#39;abord" in response.text
+    assert [e.outcome for e in portal.audit.events(action="xdm.export")] == ["refused"]
 
 
 def test_actions_need_login(client: TestClient) -> None:
