@@ -327,6 +327,9 @@ class RetrieveSettings(_Strict):
     import_via: Literal["dimse", "stow"] = "dimse"
     """Import with C-STORE (default) or STOW-RS at ``import_stow_url``."""
     import_stow_url: str | None = None
+    ins_oids: tuple[str, ...] = ("1.2.250.1.213.1.4.8",)
+    """INS namespaces tried when a workstation's C-FIND gives a PatientID without its OID (NIR by
+    default; a test network adds ``1.2.250.1.213.1.4.10``)."""
     commitment_timeout_s: Annotated[float, Field(gt=0, le=3600)] = 120.0
     """How long to wait for the PACS's Storage Commitment N-EVENT-REPORT before reporting the import unconfirmed."""
 

@@ -24,6 +24,8 @@ from drimbox.pacs import MoveMediator, NodeScp, PacsClient
 from drimbox.publish.iocm import RejectionWatcher
 from drimbox.publish.kos import node_kos_factory
 from drimbox.publish.service import PublicationService
+from drimbox.retrieve.dimse_face import DimseFace, default_work_dir
+from drimbox.retrieve.directory import RegistryDirectory
 from drimbox.retrieve.transfer import StudyRetriever
 from drimbox.retrieve.viewing import RemoteNodeStore, RemoteStudies, SiteStore
 from drimbox.stores import build_dicomweb, network_dicomweb_router, prefetch_router, site_dicomweb_router
@@ -48,6 +50,13 @@ def build_verifier(settings: NodeSettings) -> TokenVerifier | None:
     return JwtVerifier.from_settings(settings.auth)
 
 
+def _directory(settings: NodeSettings) -> RegistryDirectory | None:
+    """The registry look-up (F6), when the node has a registry; its own errors name what is missing."""
+    if settings.registry.base_url is None and settings.publish.registry_url is None:
+        return None
+    return RegistryDirectory.from_settings(settings)
+
+
 class Node:
     """The parts of one node, built from its settings (nothing runs until :meth:`start`)."""
 
@@ -58,8 +67,6 @@ class Node:
                                      straggler_timeout_s=settings.dimse.move_quarantine_s)
         self.pacs = PacsClient(local=settings.local, remote=settings.pacs, dimse=settings.dimse,
                                mediator=self.mediator)
-        self.scp = NodeScp(local=settings.local, dimse=settings.dimse, storage=settings.storage,
-                           mediator=self.mediator)
         label = f"{settings.pacs.aet}@{settings.pacs.host}:{settings.pacs.port}"
         self.audit = AuditStore(settings.storage.data_dir / "audit.sqlite")
         self.dicomweb = build_dicomweb(settings, mediator=self.mediator)
@@ -75,6 +82,15 @@ class Node:
         self.remote_studies = RemoteStudies()
         self.retriever = StudyRetriever(settings, self.peer_policy, self.peer_client) \
             if self.peer_client is not None else None
+        self.directory = _directory(settings)
+        # DIMSE for the site's workstations: C-FIND/C-MOVE/C-GET of the network's studies (DESIGN §2b).
+        self.dimse_face = DimseFace(
+            aet=settings.local.aet, workstations=settings.workstations, audit=self.audit,
+            work_dir=default_work_dir(settings.storage.data_dir, settings.retrieve.work_dir),
+            verifier=self.verifier, directory=self.directory, retriever=self.retriever,
+            ins_oids=settings.retrieve.ins_oids, timezone=settings.publish.timezone)
+        self.scp = NodeScp(local=settings.local, dimse=settings.dimse, storage=settings.storage,
+                           mediator=self.mediator, services=[self.dimse_face])
         site_store = self.dicomweb.store
         if self.peer_client is not None:
             # The viewer's /dicom-web serves opened remote studies from their source, through the same cache.
@@ -107,11 +123,14 @@ class Node:
         """Stop taking reports and associations, settle publications, release the PACS and DICOMweb backends."""
         self.hl7.stop()
         self.scp.stop()
+        self.dimse_face.close()
         self.iocm.stop()
         self.publication.stop()
         self.pacs.close()
         if self.retriever is not None:
             self.retriever.close()
+        if self.directory is not None:
+            self.directory.close()
         if self.peer_client is not None:
             self.peer_client.close()
         self.dicomweb.close()

@@ -29,6 +29,7 @@ from drimbox.devnet.orthanc import OrthancProcess
 from drimbox.devnet.pki import TestCA
 from drimbox.devnet.ports import free_port
 from drimbox.devnet.process import ChildProcess, DevnetError, stop_all, tail
+from drimbox.reports import INS_NIR_OID, INS_NIR_TEST_OID
 from drimbox.testdata import GeneratedStudy
 from drimbox.testdata.cda import PARIS, ReportSpec, make_report_cda
 
@@ -235,7 +236,8 @@ class DemoNetwork:
             # F7: RetrieveURLs are followed to the demo's sites only (the static stand-in for the trust list).
             "peers": {"hosts": [s.address for s in self.sites]},
             # F8: imports keep the site's own IPP as PatientID, the INS in OtherPatientIDsSequence.
-            "retrieve": {"identity_rule": "local", "local_issuer": f"DEMO-{site.name.upper()}"},
+            "retrieve": {"identity_rule": "local", "local_issuer": f"DEMO-{site.name.upper()}",
+                         "ins_oids": [INS_NIR_OID, INS_NIR_TEST_OID]},
         }
         path = site_dir / "node.toml"
         path.write_text(tomli_w.dumps(settings))
