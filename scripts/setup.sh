@@ -58,3 +58,22 @@ if [ ! -f "$ohif_dist/index.html" ]; then
   mv "$ohif_tmp/package/dist" "$ohif_dist"  # complete or absent: index.html is checked above
   rm -rf "$ohif_tmp"
 fi
+
+# Demo identity provider (owned by the OIDC hunk): the certified npm package oidc-provider, run by Node.js
+# (drimbox/devnet/oidc/provider.mjs), pinned with its whole dependency tree by the package-lock.json kept
+# next to the script (npm ci checks every integrity hash). Node 20 runs it (it warns that it prefers 22).
+oidc_missing=()
+command -v node >/dev/null || oidc_missing+=(nodejs)
+command -v npm >/dev/null || oidc_missing+=(npm)
+if [ ${#oidc_missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${oidc_missing[@]}" >/dev/null
+fi
+oidc_dir=.venv/share/drimbox/oidc-provider
+if ! cmp -s drimbox/devnet/oidc/package-lock.json "$oidc_dir/package-lock.json" \
+    || [ ! -f "$oidc_dir/node_modules/oidc-provider/package.json" ]; then
+  mkdir -p "$oidc_dir"
+  cp drimbox/devnet/oidc/package.json drimbox/devnet/oidc/package-lock.json "$oidc_dir/"
+  npm ci --prefix "$oidc_dir" --omit=dev --ignore-scripts --no-audit --no-fund --silent
+fi
