@@ -103,8 +103,9 @@ class NodeScp:
             for cx in scp_contexts():
                 if cx.abstract_syntax != VERIFICATION:
                     ae.add_supported_context(str(cx.abstract_syntax), cx.transfer_syntax, scu_role=True, scp_role=True)
-        for cx in extra:
-            ae.add_supported_context(str(cx.abstract_syntax), cx.transfer_syntax)
+        for cx in extra:  # roles as the service asks (storage commitment reports come from the PACS as SCP)
+            ae.add_supported_context(str(cx.abstract_syntax), cx.transfer_syntax, scu_role=cx.scu_role,
+                                     scp_role=cx.scp_role)
         self._ae = ae
         self._handlers = scp_handlers(mediator, tune=tune, fsync=fsync)
         self._handlers += [handler for service in services for handler in service.handlers()]
