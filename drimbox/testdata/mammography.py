@@ -1,9 +1,12 @@
 """Screening mammography: the four standard views with a tissue-like texture and a marker each.
 
-One study, **one series with four instances** (RCC, LCC, RMLO, LMLO, in that order), as several
-FFDM units do for a screening exam; viewers and hanging protocols must then rely on the
+By default, one study with **one series of four instances** (RCC, LCC, RMLO, LMLO, in that order),
+as several FFDM units do for a screening exam; viewers and hanging protocols must then rely on the
 per-image ImageLaterality / ViewCodeSequence rather than on series boundaries, which is the harder
-and more useful case to test.
+and more useful case to test. With ``series_per_view=True``, **one series per view** (series 1-4,
+SeriesDescription ``R CC``, ``L CC``, ``R MLO``, ``L MLO``), as other units do — and as OHIF's
+mammography hanging protocol ``@ohif/hpMammo`` needs: it hangs display sets (series), wants more than
+two of them, and picks each view by SeriesDescription, ViewCodeSequence and PatientOrientation.
 
 Images are stored the way they are hung (PatientOrientation ``P\\L``, ``A\\R``, ``P\\FL``,
 ``A\\FR``): right-breast views have the chest wall on the right edge (last column), left-breast
@@ -99,6 +102,8 @@ _VIEW_CODES: Final = {
 # As hung: rows run nipple->chest wall (P) on right views, chest wall->nipple (A) on left views;
 # columns run from the lateral/axillary side towards medial (and feet for MLO).
 _ORIENTATION: Final = {"RCC": "P\\L", "LCC": "A\\R", "RMLO": "P\\FL", "LMLO": "A\\FR"}
+_SERIES_DESCRIPTION: Final = {"RCC": "R CC", "LCC": "L CC", "RMLO": "R MLO", "LMLO": "L MLO"}
+"""One series per view: the descriptions OHIF's ``@ohif/hpMammo`` matches (``contains 'L CC'``…)."""
 
 
 @dataclass(frozen=True)
@@ -231,6 +236,7 @@ def write_mammography_study(
     seed: int = 0,
     study_date: DateLike = "20250114",
     transfer_syntax: str = ExplicitVRLittleEndian,
+    series_per_view: bool = False,
 ) -> GeneratedStudy:
     """Write a 4-view screening mammography study (MG, For Presentation) to ``dest``.
 
@@ -249,6 +255,10 @@ def write_mammography_study(
     transfer_syntax
         Any uncompressed syntax, or a lossless compressed one pydicom can encode (RLE Lossless,
         JPEG-LS Lossless with pyjpegls).
+    series_per_view
+        One series per view (numbers 1-4 in :data:`MAMMOGRAPHY_VIEWS` order, one instance each,
+        SeriesDescription ``R CC``…) instead of one series of four. Pixels, markers and SOP Instance
+        UIDs of the views are the same either way; series UIDs and file names differ.
 
     Returns
     -------
@@ -264,13 +274,19 @@ def write_mammography_study(
         study_time="091500",
         description="Mammographie de dépistage bilatérale",
     )
-    series_uid = uid("series", ctx.study_uid, 1)
+    single_series_uid = uid("series", ctx.study_uid, 1)
     shape_rng = np.random.default_rng(seeds("mg-shape", seed))
     # One outline per side, shared by its CC and MLO views as for a real breast.
     outline = {side: (float(shape_rng.uniform(0.62, 0.75)), float(shape_rng.uniform(0.36, 0.43))) for side in "RL"}
     specs = marker_specs(size)
     instances: list[GeneratedInstance] = []
     for number, view in enumerate(MAMMOGRAPHY_VIEWS, start=1):
+        if series_per_view:
+            series_uid = uid("series-per-view", ctx.study_uid, number)
+            series_number, instance_number, series_description = number, 1, _SERIES_DESCRIPTION[view]
+        else:
+            series_uid, series_number, instance_number = single_series_uid, 1, number
+            series_description = "Mammographie 2D"
         rng = np.random.default_rng(seeds("mg-pixels", seed, view))
         pixels = _breast_image(rng, rows, cols, view, outline[view[0]])
         _burn_marker(pixels, specs[view])
@@ -278,19 +294,21 @@ def write_mammography_study(
         ds = base_dataset(
             ctx,
             sop_class_uid=MG_FOR_PRESENTATION,
-            sop_instance_uid=uid("instance", series_uid, number),
+            # Keyed on the study's single-series UID either way, so a view keeps its SOP Instance UID.
+            sop_instance_uid=uid("instance", single_series_uid, number),
             series_uid=series_uid,
-            series_number=1,
-            instance_number=number,
-            series_description="Mammographie 2D",
+            series_number=series_number,
+            instance_number=instance_number,
+            series_description=series_description,
             content_time=time,
         )
         _add_mammography_modules(ds, view, spacing, time)
         set_monochrome_pixels(ds, pixels, bits_stored=BITS_STORED)
         del pixels  # only one view's pixels alive at a time (ds.PixelData holds the bytes)
-        path = instance_path(dest, ctx, 1, number)
+        path = instance_path(dest, ctx, series_number, instance_number)
         write_instance(ds, path, transfer_syntax)
-        instances.append(GeneratedInstance(path, MG_FOR_PRESENTATION, ds.SOPInstanceUID, series_uid, 1, number))
+        instances.append(GeneratedInstance(path, MG_FOR_PRESENTATION, ds.SOPInstanceUID, series_uid,
+                                           series_number, instance_number))
     return study_result(ctx, instances)
 
 
