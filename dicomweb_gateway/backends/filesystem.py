@@ -476,6 +476,35 @@ class FileStore:
             with contextlib.suppress(OSError):
                 Path(path).unlink()
 
+    def delete_study(self, study_uid: str) -> int | None:
+        """Drop every instance of a study (retention: a remote study expired or its KOS deprecated).
+
+        Index rows go first, then the files, as in eviction: a file is never served once its row is
+        gone. A study being served or with writes still queued is left alone (``None``): the caller
+        tries again later. Returns the number of instances removed.
+        """
+        if not is_valid_uid(study_uid):  # it names a directory below: never a path
+            return 0
+        with self._cond:
+            if self._pins.get(study_uid) or self._queued.get(study_uid):
+                return None
+        with self._lock:
+            rows = self._db.execute("SELECT path FROM instances WHERE study_uid = ?", (study_uid,)).fetchall()
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute("DELETE FROM instances WHERE study_uid = ?", (study_uid,))
+                self._db.execute("DELETE FROM complete WHERE study_uid = ?", (study_uid,))
+                self._db.execute("DELETE FROM complete_members WHERE study_uid = ?", (study_uid,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        for (path,) in rows:
+            with contextlib.suppress(OSError):
+                Path(path).unlink()
+        shutil.rmtree(self._objects / study_uid, ignore_errors=True)
+        return len(rows)
+
     # --------------------------------------------------------------------------------- retrieve
 
     def instances(self, target: RetrieveTarget) -> list[InstanceFile]:
