@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from drimbox.cli import node, pacs, prefetch, publish, xdm
+from drimbox.cli import fetch, node, pacs, prefetch, publish, xdm
 from drimbox.cli.common import err_console
 from drimbox.cli.demo import demo
 from drimbox.cli.registry import registry_app
@@ -23,6 +23,7 @@ app = typer.Typer(name="drimbox", help="DRIM-M imaging sharing node.", no_args_i
                   pretty_exceptions_enable=False)
 node.register(app)
 prefetch.register(app)
+fetch.register(app)
 publish.register(app)
 xdm.register(app)
 app.add_typer(pacs.pacs_app, name="pacs")

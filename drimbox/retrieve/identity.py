@@ -30,7 +30,7 @@ import os
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -192,7 +192,8 @@ def plan_identity(
             if source.ins_oid and source.ins_oid != traits.ins_oid:
                 raise _mismatch(f"the instances' INS namespace {source.ins_oid} is not the patient's "
                                 f"({traits.ins_oid})", source, traits)
-        elif source.birth_date and source.birth_date != traits.birth_date.strftime("%Y%m%d"):
+        elif source.birth_date and traits.birth_date != date.min \
+                and source.birth_date != traits.birth_date.strftime("%Y%m%d"):
             raise _mismatch("the instances carry no INS and their birth date is not the patient's", source, traits)
     ins = traits.ins if traits is not None else source.ins
     ins_oid = traits.ins_oid if traits is not None else source.ins_oid
@@ -202,10 +203,12 @@ def plan_identity(
     name: str | None = None
     birth_date: str | None = None
     sex: str | None = None
-    if traits is not None:
-        name = f"{traits.birth_name}^{traits.first_given_name}"
-        birth_date = traits.birth_date.strftime("%Y%m%d")
-        sex = {"M": "M", "F": "F"}.get(traits.sex)  # "U" (unknown): the source's value is kept
+    if traits is not None:  # traits not known (empty name, date.min, "U") leave the source's values
+        if traits.birth_name:
+            name = f"{traits.birth_name}^{traits.first_given_name}"
+        if traits.birth_date != date.min:
+            birth_date = traits.birth_date.strftime("%Y%m%d")
+        sex = {"M": "M", "F": "F"}.get(traits.sex)
     if rule == "ins":
         return IdentityPlan(rule, ins, INS_ISSUER, ins_oid, ins, ins_oid, name, birth_date, sex, source)
     local_id = traits.local_id if traits is not None else None

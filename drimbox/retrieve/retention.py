@@ -36,7 +36,7 @@ import structlog
 
 from drimbox.retrieve.model import Exam
 
-__all__ = ["INDEX_NAME", "RetentionSweeper", "StudyCache", "SweepReport", "write_index"]
+__all__ = ["INDEX_NAME", "RetentionRecord", "RetentionSweeper", "StudyCache", "SweepReport", "write_index"]
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +52,8 @@ class StudyCache(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RetentionRecord:
+    """The retention index of one retrieved (or viewer-cached) remote study."""
+
     kos_uid: str
     study_uid: str
     retrieved_at: float
