@@ -133,8 +133,8 @@ class StudyImporter:
 
     # -- the import --------------------------------------------------------------------------------
 
-    def import_study(self, files: Sequence[Path], traits: PatientTraits | None, *,
-                     progress: ImportProgress | None = None, source: str = "") -> ImportReport:
+    def import_study(self, files: Sequence[Path], traits: PatientTraits | None,
+                     progress: ImportProgress | None = None, *, source: str = "") -> ImportReport:
         """Reconcile, send and have committed ``files`` (Part 10, one patient).
 
         ``source`` names where the instances came from (SourceOfPreviousValues, e.g. the source site).
