@@ -4,6 +4,11 @@ Used by ``drimbox demo`` and by end-to-end tests. Every site gets its own loopba
 127.0.0.2, site-b 127.0.0.3, registry 127.0.0.4) so that checks by host are real; a local test CA in
 ``WORKDIR/pki`` issues every certificate; ``WORKDIR/endpoints.json`` describes the running network
 for other tools (the contract of DESIGN §5 — keep its shape).
+
+Users log in through the demo's identity provider, the real npm ``oidc-provider``
+(:class:`~drimbox.devnet.oidc.OidcProvider`) on 127.0.0.5: each site is one of its clients, and
+``WORKDIR/idp.json`` gives its issuer, signing key (the key ``drimbox dev-token`` signs with, so
+minted tokens and the provider's verify alike) and the test practitioners with their passwords.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -25,6 +31,7 @@ from typing import Any
 import httpx
 import tomli_w
 
+from drimbox.devnet.oidc import OidcAccount, OidcClientRegistration, OidcProvider
 from drimbox.devnet.orthanc import OrthancProcess
 from drimbox.devnet.pki import TestCA
 from drimbox.devnet.ports import free_port
@@ -33,11 +40,17 @@ from drimbox.reports import INS_NIR_OID, INS_NIR_TEST_OID
 from drimbox.testdata import GeneratedStudy
 from drimbox.testdata.cda import PARIS, ReportSpec, make_report_cda
 
-__all__ = ["DEMO_AUDIENCE", "DEMO_ISSUER", "DemoNetwork", "SitePlan", "demo_oru"]
+__all__ = ["DEMO_ACCOUNTS", "DEMO_AUDIENCE", "DemoNetwork", "SitePlan", "demo_oru"]
 
-DEMO_ISSUER = "urn:drimbox:demo:idp"
 DEMO_AUDIENCE = "drimbox"
 REGISTRY_ADDRESS = "127.0.0.4"
+IDP_ADDRESS = "127.0.0.5"
+DEMO_ACCOUNTS: tuple[tuple[str, str, str, str], ...] = (
+    ("10101010101", "Dr Test Radiologue", "Test", "Radiologue"),
+    ("20202020202", "Dr Second Lecteur", "Second", "Lecteur"),
+)
+"""Test practitioners of the demo's identity provider: RPPS, name, given name, family name
+(passwords are drawn per demo and written to ``idp.json``)."""
 _READY_TIMEOUT_S = 30.0
 
 
@@ -109,6 +122,8 @@ class DemoNetwork:
     ) -> None:
         self.workdir = workdir.resolve()
         self.sites, self.registry_port = _plan_sites(base_port)
+        self.idp_port = base_port + 6 if base_port is not None else free_port(IDP_ADDRESS)
+        self.idp: OidcProvider | None = None
         self._progress = progress
         self._orthancs: dict[str, OrthancProcess] = {}
         self._children: list[ChildProcess] = []
@@ -121,6 +136,7 @@ class DemoNetwork:
         self.workdir.mkdir(parents=True, exist_ok=True)
         try:
             self._make_pki()
+            self._start_idp()
             self._start_registry()
             for site in self.sites:
                 self._start_site(site)
@@ -141,13 +157,36 @@ class DemoNetwork:
         self.ca.issue("registry", hosts=[REGISTRY_ADDRESS, "registry.localhost", "localhost"])
         self.ca.issue("tool", hosts=["127.0.0.1"], server=False)
         self.ca.issue_signing_key("idp")
+
+    @property
+    def issuer(self) -> str:
+        """The demo identity provider's issuer: ``iss`` of every user token, for the nodes and the registry."""
+        return f"http://{IDP_ADDRESS}:{self.idp_port}"
+
+    def _start_idp(self) -> None:
+        """The identity provider, with the demo's practitioners and one confidential client per site."""
+        self._progress(f"identity provider (oidc-provider) on {IDP_ADDRESS}:{self.idp_port}")
+        pki = self.workdir / "pki"
+        accounts = [OidcAccount(rpps=rpps, password=secrets.token_urlsafe(12), name=name, given_name=given,
+                                family_name=family) for rpps, name, given, family in DEMO_ACCOUNTS]
+        clients = []
+        for site in self.sites:
+            secret = secrets.token_urlsafe(32)
+            _write_secret(self.workdir / site.name / "oidc-secret", secret)
+            clients.append(OidcClientRegistration(site.name, secret, (f"{site.base_url}/auth/callback",)))
+        self.idp = OidcProvider(self.workdir / "idp", signing_key=pki / "idp.key", accounts=accounts,
+                                clients=clients, host=IDP_ADDRESS, port=self.idp_port, audience=DEMO_AUDIENCE)
+        self.idp.start()
         idp = {
-            "issuer": DEMO_ISSUER,
+            "issuer": self.issuer,
             "audience": DEMO_AUDIENCE,
             "signing_key": str(pki / "idp.key"),
             "public_key": str(pki / "idp.pub.pem"),
+            "discovery": self.idp.discovery_url,
+            # Test practitioners: log in with the RPPS as identifier and this password.
+            "accounts": [{"rpps": a.rpps, "password": a.password, "name": a.name, "role": a.role} for a in accounts],
         }
-        (self.workdir / "idp.json").write_text(json.dumps(idp, indent=2) + "\n")
+        _write_secret(self.workdir / "idp.json", json.dumps(idp, indent=2) + "\n")
 
     def _spawn(self, name: str, argv: list[str]) -> ChildProcess:
         logs = self.workdir / "logs"
@@ -175,7 +214,7 @@ class DemoNetwork:
                 str(self.workdir / "pki" / "ca.pem"),
                 # The MHD view takes the bearer tokens of the demo's identity provider, like the nodes.
                 "--token-issuer",
-                DEMO_ISSUER,
+                self.issuer,
                 "--token-audience",
                 DEMO_AUDIENCE,
                 "--token-public-key-file",
@@ -227,7 +266,10 @@ class DemoNetwork:
                 "cert_file": str(pki / f"{site.name}.pem"),
                 "key_file": str(pki / f"{site.name}.key"),
             },
-            "auth": {"issuer": DEMO_ISSUER, "audience": DEMO_AUDIENCE, "public_key_file": str(pki / "idp.pub.pem")},
+            "auth": {"issuer": self.issuer, "audience": DEMO_AUDIENCE, "public_key_file": str(pki / "idp.pub.pem")},
+            # Browser login of the site's users at the demo's identity provider (client id = site name).
+            "oidc": {"issuer": self.issuer, "client_id": site.name,
+                     "client_secret_file": str(site_dir / "oidc-secret"), "public_url": site.base_url},
             "registry": {"base_url": self.registry_url},
             "storage": {"data_dir": str(site_dir / "node-data")},
             # KOS publication (F3): signed with the site's certificate (tls.*), trusted by the registry.
@@ -385,8 +427,21 @@ class DemoNetwork:
         self._children.clear()
         for orthanc in self._orthancs.values():
             orthanc.terminate()
+        if self.idp is not None:
+            self.idp.terminate()
         for orthanc in self._orthancs.values():
             orthanc.wait()
+        if self.idp is not None:
+            self.idp.wait()
+            self.idp = None
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read (client secrets, passwords)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def demo_oru(study: GeneratedStudy, *, control_id: str) -> bytes:
