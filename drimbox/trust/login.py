@@ -32,13 +32,15 @@ from typing import Annotated
 from urllib.parse import quote, urlsplit
 
 import structlog
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from drimbox.config import NodeSettings
 from drimbox.trust.oidc import LoginFailed, OidcRelyingParty, ProviderUnavailable
 from drimbox.trust.sessions import LOGIN_COOKIE, SESSION_COOKIE, SessionStore
+from drimbox.trust.tokens import TokenVerifier
 
-__all__ = ["LOGIN_PATHS", "auth_router", "safe_next"]
+__all__ = ["LOGIN_PATHS", "auth_router", "install_browser_login", "safe_next"]
 
 LOGIN_PATHS = frozenset({"/auth/login", "/auth/callback", "/auth/logout"})
 """The login routes: public (they show no data), like ``/healthz``."""
@@ -193,3 +195,19 @@ def auth_router(
         return response
 
     return router
+
+
+def install_browser_login(app: FastAPI, settings: NodeSettings, verifier: TokenVerifier | None) -> SessionStore | None:
+    """Give the site face browser login when ``[oidc]`` names an issuer; ``None`` (nothing done) otherwise.
+
+    Opens the session store (``{storage.data_dir}/sessions.sqlite``), sets ``app.state.session_store``
+    (read by :func:`drimbox.trust.deps.authenticate`) and includes the public login routes. Without a
+    verifier (dev mode) there is nothing to log in to: no routes, no store.
+    """
+    if settings.oidc.issuer is None or verifier is None:
+        return None
+    store = SessionStore.at(settings.storage.data_dir, max_ttl_s=settings.oidc.session_ttl_s)
+    relying_party = OidcRelyingParty.from_settings(settings, verifier)
+    app.state.session_store = store
+    app.include_router(auth_router(relying_party, store, public_url=settings.oidc.public_url))
+    return store

@@ -25,7 +25,7 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 
-from drimbox.config import AuthSettings, OidcSettings
+from drimbox.config import load_settings
 from drimbox.devnet.oidc import OidcAccount, OidcClientRegistration, OidcProvider
 from drimbox.devnet.pki import TestCA
 from drimbox.devnet.ports import free_port
@@ -39,8 +39,8 @@ from drimbox.trust import (
     SessionStore,
     include_protected,
 )
-from drimbox.trust.login import LOGIN_PATHS, auth_router, safe_next
-from drimbox.trust.oidc import OidcRelyingParty, pkce_challenge
+from drimbox.trust.login import LOGIN_PATHS, install_browser_login, safe_next
+from drimbox.trust.oidc import pkce_challenge
 from drimbox.trust.sessions import LOGIN_COOKIE, SESSION_COOKIE
 
 NODE_HOST = "127.0.0.3"
@@ -83,15 +83,20 @@ class Site:
     provider: OidcProvider
 
 
-def _node_app(provider: OidcProvider, public_key: Path, secret_file: Path, store: SessionStore, url: str) -> FastAPI:
-    verifier = JwtVerifier.from_settings(AuthSettings(issuer=provider.issuer, audience="drimbox",
-                                                      public_key_file=public_key))
-    oidc = OidcSettings(issuer=provider.issuer, client_id="site-b", client_secret_file=secret_file, public_url=url)
+def _node_app(provider: OidcProvider, public_key: Path, secret_file: Path, data_dir: Path, url: str) -> FastAPI:
+    """The node's wiring: ``[auth]`` verifier, then ``install_browser_login`` from the ``[oidc]`` settings."""
+    settings = load_settings(
+        None, name="site-b", pacs={"aet": "PACS_B", "host": "127.0.0.1", "port": 4242},
+        storage={"data_dir": str(data_dir)},
+        auth={"issuer": provider.issuer, "audience": "drimbox", "public_key_file": str(public_key)},
+        oidc={"issuer": provider.issuer, "client_id": "site-b", "client_secret_file": str(secret_file),
+              "public_url": url},
+    )
+    verifier = JwtVerifier.from_settings(settings.auth)
     app = FastAPI()
     install_error_handlers(app)
     app.state.token_verifier = verifier
-    app.state.session_store = store
-    app.include_router(auth_router(OidcRelyingParty(oidc, verifier), store, public_url=url))
+    assert install_browser_login(app, settings, verifier) is not None
 
     api = APIRouter(prefix="/api")
 
@@ -124,13 +129,16 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                             clients=[OidcClientRegistration("site-b", secret, (f"{url}/auth/callback",))],
                             host=IDP_HOST)
     provider.start()
-    store = SessionStore.at(tmp / "node-data")
     try:
-        with LiveApp(_node_app(provider, idp_key.public_key_path, secret_file, store, url), NODE_HOST, node_port):
-            yield Site(url, store, provider)
+        app = _node_app(provider, idp_key.public_key_path, secret_file, tmp / "node-data", url)
+        store: SessionStore = app.state.session_store
+        try:
+            with LiveApp(app, NODE_HOST, node_port):
+                yield Site(url, store, provider)
+        finally:
+            store.close()
     finally:
         provider.stop()
-        store.close()
 
 
 # -- the browser --------------------------------------------------------------------------------------
@@ -475,3 +483,26 @@ def test_dev_mode_is_the_developer(tmp_path: Path) -> None:
 def test_pkce_challenge_rfc7636_example() -> None:
     verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
     assert pkce_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+
+def test_login_in_headless_chromium(site: Site) -> None:
+    """A real browser: login form, consent, SameSite=Lax cookies across the provider's and the node's hosts."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.exists():
+        pytest.skip("Debian chromium is not installed")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(f"{site.url}/patients/page?ins=42", timeout=15000)
+            page.fill("input[name=login]", SECOND.rpps)
+            page.fill("input[name=password]", SECOND.password)
+            page.click("button:has-text('Se connecter')")
+            page.click("button:has-text('Autoriser')", timeout=10000)
+            page.wait_for_url(f"{site.url}/patients/page?ins=42", timeout=10000)
+            assert "Dr Second Lecteur (20202020202)" in page.content()
+            cookies = {c["name"]: c for c in page.context.cookies(site.url)}
+            assert cookies[SESSION_COOKIE]["httpOnly"] and cookies[SESSION_COOKIE]["sameSite"] == "Lax"
+        finally:
+            browser.close()
