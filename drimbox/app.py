@@ -5,13 +5,18 @@
 * the **network face** (``create_network_app``): served over mutual TLS to trust-listed peers, and
   narrower (manifest-scoped WADO-RS only, see DESIGN §2b).
 
-Every router is included through :func:`~drimbox.trust.include_protected`, so every route goes
-through the one authentication dependency; the liveness probe is the only public route.
+Every API router is included through :func:`~drimbox.trust.include_protected`, so every route goes
+through the one authentication dependency. Browser pages (the portal, the viewer's entry) carry
+their own browser-principal dependency — the same verification, answering "log in" (303) rather than
+401 — attached to the whole router by its factory. Public routes show no patient data: liveness, the
+contextual call's form target (it validates and stores the call, data comes after login), the login
+round trip and static assets.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Protocol
 
 from fastapi import APIRouter, FastAPI
@@ -20,11 +25,12 @@ from pydantic import BaseModel
 from drimbox import __version__
 from drimbox.http_errors import install_error_handlers
 from drimbox.trust import Authenticated, TokenVerifier, include_protected
+from drimbox.trust.login import LOGIN_PATHS
 
 __all__ = ["PUBLIC_PATHS", "PacsProbe", "create_network_app", "create_site_app"]
 
-PUBLIC_PATHS = frozenset({"/healthz"})
-"""Paths that answer without authentication: liveness only, no data."""
+PUBLIC_PATHS = frozenset({"/healthz", "/contextual-call", "/web/static/drimbox.css"}) | LOGIN_PATHS
+"""Paths that answer without authentication; none shows patient data."""
 
 
 class PacsProbe(Protocol):
@@ -96,13 +102,24 @@ def _new_app(title: str, verifier: TokenVerifier | None) -> FastAPI:
 
 def create_site_app(
     *, node_name: str, verifier: TokenVerifier | None, pacs: PacsProbe, pacs_label: str,
-    extra_routers: tuple[APIRouter, ...] = (),
+    extra_routers: tuple[APIRouter, ...] = (), public_routers: tuple[APIRouter, ...] = (),
+    page_routers: tuple[APIRouter, ...] = (), mount: Callable[[FastAPI], None] | None = None,
 ) -> FastAPI:
-    """The site-facing app. ``verifier=None`` is dev mode (every caller is the developer)."""
+    """The site-facing app. ``verifier=None`` is dev mode (every caller is the developer).
+
+    ``public_routers`` show no patient data (contextual call target, login); ``page_routers`` are
+    browser pages that authenticate themselves (their factory attaches the browser-principal
+    dependency to every route); ``mount`` adds the viewer's static files last (its fallback route
+    must not shadow the API).
+    """
     app = _new_app(f"DRIM-M node {node_name} (site)", verifier)
     app.include_router(_health_router(node_name))
+    for router in public_routers + page_routers:
+        app.include_router(router)
     for router in (_identity_router(), _pacs_router(pacs, pacs_label), *extra_routers):
         include_protected(app, router)
+    if mount is not None:
+        mount(app)
     return app
 
 

@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import signal
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import structlog
 import uvicorn
+from fastapi import FastAPI
 
 from dicomweb_gateway import CachingStore
 from drimbox.app import create_network_app, create_site_app
@@ -21,18 +22,31 @@ from drimbox.config import NodeSettings
 from drimbox.errors import ConfigError
 from drimbox.hl7 import MllpListener
 from drimbox.pacs import MoveMediator, NodeScp, PacsClient
+from drimbox.pacs.commitment import CommitmentRegistry
 from drimbox.publish.iocm import RejectionWatcher
 from drimbox.publish.kos import node_kos_factory
 from drimbox.publish.service import PublicationService
+from drimbox.retrieve import Actor, Exam
 from drimbox.retrieve.dimse_face import DimseFace, default_work_dir
 from drimbox.retrieve.directory import RegistryDirectory
+from drimbox.retrieve.importer import StudyImporter
+from drimbox.retrieve.jobs import ImportJobs
+from drimbox.retrieve.retention import RetentionSweeper
 from drimbox.retrieve.transfer import StudyRetriever
 from drimbox.retrieve.viewing import RemoteNodeStore, RemoteStudies, SiteStore
+from drimbox.retrieve.xdm import XdmOrigin
+from drimbox.retrieve.xdm_api import xdm_router
 from drimbox.stores import build_dicomweb, network_dicomweb_router, prefetch_router, site_dicomweb_router
 from drimbox.trust import JwtVerifier, TokenVerifier
 from drimbox.trust.audit import AuditStore
+from drimbox.trust.login import auth_router
+from drimbox.trust.oidc import OidcRelyingParty
 from drimbox.trust.peers import HostListPolicy, network_client
 from drimbox.trust.scope import ManifestIndex, ScopedAuditStore, kos_scope_dependency
+from drimbox.trust.sessions import BrowserSessions, SessionStore
+from drimbox.viewer.dist import ohif_dist
+from drimbox.viewer.serve import mount_viewer
+from drimbox.web import ContextualCalls, public_router, published_study_lookup, web_router, xdm_exporter
 
 __all__ = ["Node", "build_verifier", "run_node"]
 
@@ -55,6 +69,29 @@ def _directory(settings: NodeSettings) -> RegistryDirectory | None:
     if settings.registry.base_url is None and settings.publish.registry_url is None:
         return None
     return RegistryDirectory.from_settings(settings)
+
+
+def _viewer_mount(settings: NodeSettings) -> Callable[[FastAPI], None] | None:
+    """OHIF at the site face's root (F9), when the setup installed it; without it the node still runs."""
+    try:
+        dist = ohif_dist(settings)
+    except ConfigError as exc:
+        if settings.viewer.ohif_dist is not None:
+            raise
+        log.warning("viewer disabled: OHIF is not installed", reason=str(exc))
+        return None
+    return lambda app: mount_viewer(app, settings, dist=dist)
+
+
+class _RecordingViewer:
+    """Opens a remote study for the viewer and registers it for expiry (retention, deprecation)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def open(self, exam: Exam, actor: Actor, *, patient_id: str | None = None) -> None:
+        self._node.remote_studies.open(exam, actor, patient_id=patient_id)
+        self._node.retention.record_remote(exam)
 
 
 class Node:
@@ -83,14 +120,25 @@ class Node:
         self.retriever = StudyRetriever(settings, self.peer_policy, self.peer_client) \
             if self.peer_client is not None else None
         self.directory = _directory(settings)
+        work_dir = default_work_dir(settings.storage.data_dir, settings.retrieve.work_dir)
+        # F8: imports are done once the PACS confirms them by Storage Commitment (its N-EVENT-REPORT
+        # comes back to the node's SCP, routed to the waiting import by transaction UID).
+        self.commitments = CommitmentRegistry()
+        self.importer = StudyImporter(settings, self.pacs, commitments=self.commitments)
+        self.retention = RetentionSweeper(
+            work_dir, settings.retrieve.retention_s,
+            lambda kos_uid: self.directory.is_deprecated(kos_uid) if self.directory is not None else False,
+            cache=self.dicomweb.cache, on_dropped=self.remote_studies.forget)
+        self.import_jobs = ImportJobs(retriever=self.retriever, importer=self.importer, work_dir=work_dir,
+                                      audit=self.audit, on_retrieved=self.retention.record_retrieved) \
+            if self.retriever is not None else None
         # DIMSE for the site's workstations: C-FIND/C-MOVE/C-GET of the network's studies (DESIGN §2b).
         self.dimse_face = DimseFace(
-            aet=settings.local.aet, workstations=settings.workstations, audit=self.audit,
-            work_dir=default_work_dir(settings.storage.data_dir, settings.retrieve.work_dir),
+            aet=settings.local.aet, workstations=settings.workstations, audit=self.audit, work_dir=work_dir,
             verifier=self.verifier, directory=self.directory, retriever=self.retriever,
             ins_oids=settings.retrieve.ins_oids, timezone=settings.publish.timezone)
         self.scp = NodeScp(local=settings.local, dimse=settings.dimse, storage=settings.storage,
-                           mediator=self.mediator, services=[self.dimse_face])
+                           mediator=self.mediator, services=[self.dimse_face, self.commitments])
         site_store = self.dicomweb.store
         if self.peer_client is not None:
             # The viewer's /dicom-web serves opened remote studies from their source, through the same cache.
@@ -99,14 +147,38 @@ class Node:
             site_store = CachingStore(self.dicomweb.cache,
                                       SiteStore(self.dicomweb.upstream, remote, self.remote_studies),
                                       revalidate_after_s=settings.dicomweb.cache_revalidate_s)
+        origin = XdmOrigin.from_settings(settings)
         site_routers = (site_dicomweb_router(site_store, self.dicomweb.site_settings),
-                        prefetch_router(self.dicomweb.prefetch))
+                        prefetch_router(self.dicomweb.prefetch),
+                        xdm_router(origin=origin, work_dir=work_dir, importer=self.importer,
+                                   spool_dir=self.dicomweb.spool.root / "xdm", audit=self.audit))
+        # Browser users (F5, F6, F9): OIDC login, server-side sessions, the portal pages and the viewer.
+        self.sessions = SessionStore.at(settings.storage.data_dir, max_ttl_s=settings.oidc.session_ttl_s)
+        self.relying_party = OidcRelyingParty.from_settings(settings, self.verifier) \
+            if settings.oidc.issuer and self.verifier is not None else None
+        browser = BrowserSessions(self.sessions)
+        self.calls = ContextualCalls(ttl_s=settings.oidc.session_ttl_s)
+        public_routers = [public_router(calls=self.calls, audit=self.audit, settings=settings, sessions=browser)]
+        if self.relying_party is not None:
+            public_routers.append(auth_router(self.relying_party, self.sessions, public_url=settings.oidc.public_url))
+        page_routers = []
+        if self.directory is not None and self.import_jobs is not None:
+            page_routers.append(web_router(
+                directory=self.directory, audit=self.audit, remote=_RecordingViewer(self),
+                imports=self.import_jobs,
+                xdm=xdm_exporter(work_dir=work_dir, origin=origin, spool_dir=self.dicomweb.spool.root / "xdm",
+                                 directory=self.directory),
+                published_study=published_study_lookup(self.publication.outbox), settings=settings,
+                calls=self.calls, sessions=browser))
         # F7 source side: only the instances of a KOS this node published, each one served audited.
         scope = kos_scope_dependency(ManifestIndex(self.publication.outbox), self.audit)
         network_routers = (network_dicomweb_router(ScopedAuditStore(self.dicomweb.store, self.audit),
                                                    self.dicomweb.network_settings, kos_scope=scope),)
         self.site_app = create_site_app(node_name=settings.name, verifier=self.verifier, pacs=self.pacs,
-                                        pacs_label=label, extra_routers=site_routers)
+                                        pacs_label=label, extra_routers=site_routers,
+                                        public_routers=tuple(public_routers), page_routers=tuple(page_routers),
+                                        mount=_viewer_mount(settings))
+        self.site_app.state.session_store = self.sessions
         self.network_app = create_network_app(node_name=settings.name, verifier=self.verifier,
                                               extra_routers=network_routers)
 
@@ -118,12 +190,17 @@ class Node:
         self.publication.start()  # resumes the jobs a previous run left in flight
         self.iocm.start()
         self.hl7.start()
+        self.retention.start(3600.0)
 
     def stop(self) -> None:
         """Stop taking reports and associations, settle publications, release the PACS and DICOMweb backends."""
         self.hl7.stop()
         self.scp.stop()
         self.dimse_face.close()
+        if self.import_jobs is not None:
+            self.import_jobs.close()
+        self.retention.stop()
+        self.importer.close()
         self.iocm.stop()
         self.publication.stop()
         self.pacs.close()
@@ -133,6 +210,9 @@ class Node:
             self.directory.close()
         if self.peer_client is not None:
             self.peer_client.close()
+        if self.relying_party is not None:
+            self.relying_party.close()
+        self.sessions.close()
         self.dicomweb.close()
         self.audit.close()
 

@@ -428,8 +428,17 @@ def test_every_route_of_both_faces_requires_a_token(running: RunningNode, studie
             assert any("/dicom-web/" in p for _, p in operations)
             for method, path in operations:
                 concrete = path.replace("{", "").replace("}", "").replace("path", "x")
-                status = http.request(method, f"{base}{concrete}").status_code
-                assert status == (200 if concrete in PUBLIC_PATHS else 401), (base, method, path)
+                answer = http.request(method, f"{base}{concrete}")
+                if concrete in PUBLIC_PATHS:
+                    # No patient data there: liveness (200), the contextual call's target (an empty form
+                    # is a 400), the login round trip (not configured on this node: 404).
+                    assert answer.status_code in (200, 400, 404), (base, method, path)
+                elif any(concrete.startswith(p) for p in ("/portal/", "/exams/")):
+                    # Browser pages: not a 401 but the way to the login, and back.
+                    assert answer.status_code == 303, (base, method, path)
+                    assert answer.headers["location"].startswith("/auth/login?next="), (base, method, path)
+                else:
+                    assert answer.status_code == 401, (base, method, path)
 
 
 # -- an unreachable PACS --------------------------------------------------------------------------------------
