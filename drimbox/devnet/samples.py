@@ -1,7 +1,8 @@
 """Sample studies the demo loads into site A's PACS: screening mammography, CT and MR.
 
 The mammography studies have one series per view (``R CC``, ``L CC``, ``R MLO``, ``L MLO``), so that OHIF
-hangs them with its mammography protocol ``@ohif/hpMammo``. Generated (synthetic, no patient data) into
+hangs them with its mammography protocol ``@ohif/hpMammo``, and no VOI LUT Function (which OHIF 3.13.2
+misreads). Generated (synthetic, no patient data) into
 ``WORKDIR/samples`` and sent to the PACS with the node's own C-STORE SCU, under the site node's AE title
 (the only calling AE the PACS accepts stores from).
 Each study's report then goes to site A's node over MLLP, which publishes its KOS to the registry
@@ -26,12 +27,12 @@ def _studies(network: DemoNetwork, *, full_size: bool) -> Iterator[tuple[str, Ge
     yield (
         "screening mammography",
         write_mammography_study(root / "mg", screened, size="full" if full_size else "small", seed=1,
-                                series_per_view=True),
+                                series_per_view=True, voi_lut_function=None),
     )
     yield (
         "prior screening mammography",
         write_mammography_study(root / "mg-prior", screened, size="small", seed=2, study_date="20240312",
-                                series_per_view=True),
+                                series_per_view=True, voi_lut_function=None),
     )
     yield "CT", write_ct_study(root / "ct", make_patient(2, sex="M", with_ins=True), seed=3)
     yield "MR (patient without INS)", write_mr_study(root / "mr", make_patient(3, sex="F", with_ins=False), seed=4)

@@ -237,6 +237,7 @@ def write_mammography_study(
     study_date: DateLike = "20250114",
     transfer_syntax: str = ExplicitVRLittleEndian,
     series_per_view: bool = False,
+    voi_lut_function: str | None = "LINEAR",
 ) -> GeneratedStudy:
     """Write a 4-view screening mammography study (MG, For Presentation) to ``dest``.
 
@@ -259,6 +260,10 @@ def write_mammography_study(
         One series per view (numbers 1-4 in :data:`MAMMOGRAPHY_VIEWS` order, one instance each,
         SeriesDescription ``R CC``…) instead of one series of four. Pixels, markers and SOP Instance
         UIDs of the views are the same either way; series UIDs and file names differ.
+    voi_lut_function
+        VOI LUT Function (0028,1056), or ``None`` to leave it out (LINEAR is then implied). OHIF 3.13.2
+        misreads any value present (Cornerstone's image loader keeps its first character, ``L``, an
+        invalid function, and falls back to a computed window): data for the viewer leaves it out.
 
     Returns
     -------
@@ -302,7 +307,7 @@ def write_mammography_study(
             series_description=series_description,
             content_time=time,
         )
-        _add_mammography_modules(ds, view, spacing, time)
+        _add_mammography_modules(ds, view, spacing, time, voi_lut_function)
         set_monochrome_pixels(ds, pixels, bits_stored=BITS_STORED)
         del pixels  # only one view's pixels alive at a time (ds.PixelData holds the bytes)
         path = instance_path(dest, ctx, series_number, instance_number)
@@ -312,7 +317,7 @@ def write_mammography_study(
     return study_result(ctx, instances)
 
 
-def _add_mammography_modules(ds: Dataset, view: str, spacing: float, time: str) -> None:
+def _add_mammography_modules(ds: Dataset, view: str, spacing: float, time: str, voi_lut_function: str | None) -> None:
     """DX Series/Anatomy/Image/Detector, Mammography Image, VOI LUT, Acquisition Context, dose."""
     laterality, position = view[0], view[1:]
     ds.BodyPartExamined = "BREAST"
@@ -333,7 +338,8 @@ def _add_mammography_modules(ds: Dataset, view: str, spacing: float, time: str) 
     ds.PresentationLUTShape = "IDENTITY"
     ds.WindowCenter = WINDOW_CENTER
     ds.WindowWidth = WINDOW_WIDTH
-    ds.VOILUTFunction = "LINEAR"
+    if voi_lut_function is not None:
+        ds.VOILUTFunction = voi_lut_function
     ds.WindowCenterWidthExplanation = "STANDARD"
     ds.DetectorType = "DIRECT"
     ds.ImagerPixelSpacing = [spacing, spacing]
