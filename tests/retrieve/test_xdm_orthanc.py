@@ -13,16 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-import pytest
 
 from drimbox.config import AuthSettings, LocalAE, NodeSettings, RetrieveSettings, StorageSettings
 from drimbox.devnet.orthanc import OrthancProcess
 from drimbox.pacs import MoveMediator, NodeScp, PacsClient
+from drimbox.retrieve import importer as importer_module
 from drimbox.retrieve.model import PatientTraits
 from drimbox.retrieve.xdm import XdmOrigin, exam_from_directory, export_xdm, import_xdm
 from drimbox.testdata import INS_NIR_TEST_OID, make_patient, write_mammography_study
-
-importer_module = pytest.importorskip("drimbox.retrieve.importer", reason="the F8 importer is not committed yet")
 
 
 def _settings(tmp_path: Path, orthanc: OrthancProcess, node_ae: LocalAE) -> NodeSettings:
