@@ -12,7 +12,16 @@ from fastapi.testclient import TestClient
 from drimbox.config import NodeSettings, load_settings
 from drimbox.errors import ConfigError
 from drimbox.http_errors import install_error_handlers
-from drimbox.viewer import IMMUTABLE, NODE_PREFIXES, app_config, default_ohif_dist, mount_viewer, ohif_dist
+from drimbox.viewer import (
+    IMMUTABLE,
+    NODE_PREFIXES,
+    ViewerLogin,
+    app_config,
+    default_ohif_dist,
+    mount_viewer,
+    ohif_dist,
+    require_session_present,
+)
 
 _BUNDLE = "app.bundle.0f6159c501addfe9.js"
 _WASM = "0ddf166f7a343eda.wasm"
@@ -40,7 +49,7 @@ def _settings(dist: Path | None, **extra: object) -> NodeSettings:
                          viewer=viewer, **extra)
 
 
-def _client(settings: NodeSettings, *, dev_mode: bool) -> TestClient:
+def _client(settings: NodeSettings, *, dev_mode: bool, login: ViewerLogin | None = None) -> TestClient:
     app = FastAPI()
     app.state.token_verifier = None if dev_mode else object()
     install_error_handlers(app)
@@ -49,7 +58,7 @@ def _client(settings: NodeSettings, *, dev_mode: bool) -> TestClient:
     def whoami() -> dict[str, str]:
         return {"subject": "x"}
 
-    mount_viewer(app, settings)
+    mount_viewer(app, settings, login=login)
     return TestClient(app, follow_redirects=False)
 
 
@@ -81,13 +90,23 @@ def test_generated_config_replaces_the_shipped_one(dist: Path) -> None:
 
 
 def test_entry_requires_login_and_comes_back(dist: Path) -> None:
+    """With the node's BrowserPrincipal (the default): no session → login, and back to the same URL."""
     client = _client(_settings(dist), dev_mode=False)
     url = "/viewer?StudyInstanceUIDs=1.2.3&hangingProtocolId=@ohif/hpMammo"
-    response = client.get(url)
-    assert response.status_code == 303
-    assert response.headers["location"].startswith("/auth/login?next=%2Fviewer%3FStudyInstanceUIDs%3D1.2.3")
+    for cookie in (None, "not-a-session"):
+        if cookie:
+            client.cookies.set("drimbox_session", cookie)
+        response = client.get(url)
+        assert response.status_code == 303
+        assert response.headers["location"].startswith("/auth/login?next=%2Fviewer%3FStudyInstanceUIDs%3D1.2.3")
+    assert client.get(f"/{_BUNDLE}").status_code == 200  # assets stay public
+
+
+def test_entry_with_an_injected_login_check(dist: Path) -> None:
+    client = _client(_settings(dist), dev_mode=False, login=require_session_present)
+    assert client.get("/viewer").status_code == 303
     client.cookies.set("drimbox_session", "s")
-    with_session = client.get(url)
+    with_session = client.get("/viewer")
     assert with_session.status_code == 200 and with_session.text.startswith("<!doctype html>")
     assert "no-cache" in with_session.headers["cache-control"]
 
