@@ -1,0 +1,51 @@
+"""Browser fixtures: one headless Debian Chromium per session, and where screenshots are kept.
+
+Artefacts (screenshots, match reports) go to ``$DRIMBOX_TEST_ARTEFACTS`` when set, else to
+``<pytest basetemp>/browser-artefacts``; the directory is printed at the end of the run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.browser.harness import CHROMIUM
+
+_ARTEFACTS = pytest.StashKey[Path]()
+
+
+@pytest.fixture(scope="session")
+def artefacts_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where browser tests keep their screenshots (kept after the run)."""
+    configured = os.environ.get("DRIMBOX_TEST_ARTEFACTS")
+    path = Path(configured) if configured else tmp_path_factory.getbasetemp() / "browser-artefacts"
+    path.mkdir(parents=True, exist_ok=True)
+    request.config.stash[_ARTEFACTS] = path
+    return path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """Say where the screenshots are, so a failure can be looked at."""
+    path = config.stash.get(_ARTEFACTS, None)
+    if path is not None:
+        terminalreporter.write_line(f"browser test artefacts (screenshots): {path}")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[object]:
+    """Headless Debian Chromium driven by Playwright (skipped when either is missing)."""
+    if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium; scripts/setup.sh)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from tests.browser.harness import launch_chromium
+
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
