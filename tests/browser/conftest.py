@@ -1,6 +1,7 @@
 """Browser fixtures: one headless Debian Chromium per session, and where screenshots are kept.
 
-Artefacts (screenshots, match reports) go to ``$DRIMBOX_TEST_ARTEFACTS`` when set, else to
+Measurements reported through ``browser_report`` are printed in the run's summary. Artefacts
+(screenshots, match reports) go to ``$DRIMBOX_TEST_ARTEFACTS`` when set, else to
 ``<pytest basetemp>/browser-artefacts``; the directory is printed at the end of the run.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from tests.browser.harness import CHROMIUM
 
 _ARTEFACTS = pytest.StashKey[Path]()
+_LINES = pytest.StashKey[list[str]]()
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +32,18 @@ def artefacts_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     """Say where the screenshots are, so a failure can be looked at."""
+    for line in config.stash.get(_LINES, []):
+        terminalreporter.write_line(line)
     path = config.stash.get(_ARTEFACTS, None)
     if path is not None:
         terminalreporter.write_line(f"browser test artefacts (screenshots): {path}")
+
+
+@pytest.fixture(scope="session")
+def browser_report(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Add a line (a measurement: first-image time, NCC scores) to the end-of-run summary."""
+    lines = request.config.stash.setdefault(_LINES, [])
+    return lines.append
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,12 @@
 
 For each view, the marker's template is rendered from :func:`~drimbox.testdata.marker_specs` exactly as
 the generator burns it into the pixels (white glyph on a black box one cell wider), scaled to the size
-the image is displayed at (bilinearly, at the displayed sub-pixel phase, as the viewer draws it), and located by normalised cross-correlation (NCC) over the whole viewport
-that shows the view. The *expected* place is the marker's position in the image mapped through the
-displayed image's bounding box (read from Cornerstone, see :func:`tests.browser.harness.viewport_geometry`)
-and the display transform the hanging protocol is expected to apply (none for ``@ohif/hpMammo``'s
-first stage: images are hung as stored). Only the box comes from the viewer: the orientation is
+the image is displayed at (bilinearly, at the displayed sub-pixel phase, as the viewer draws it), and
+located by normalised cross-correlation (NCC) over the whole viewport that shows the view. The
+*expected* place is the marker's position in the image mapped through the displayed image's bounding
+box (read from Cornerstone, see :func:`tests.browser.harness.viewport_geometry`) and the display
+transform the hanging protocol is expected to apply (none for ``@ohif/hpMammo``'s first stage: images
+are hung as stored). Only the box comes from the viewer: the orientation is
 checked in the pixels — a flipped or rotated image puts a mirrored glyph elsewhere, which scores low
 at the expected place, and the four glyphs differ, so a view in the wrong viewport scores low too.
 """

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,7 @@ def _report(path: Path, **content: Any) -> None:
 
 
 def test_hp_mammo_shows_each_marker_where_expected(chromium: Any, site: str, mammo: GeneratedStudy,
-                                                   artefacts_dir: Path) -> None:
+                                                   artefacts_dir: Path, browser_report: Callable[[str], None]) -> None:
     url = f"{site}/viewer?StudyInstanceUIDs={mammo.study_instance_uid}&hangingProtocolId=@ohif/hpMammo"
     shot = artefacts_dir / "hp-mammo-4-views.png"
     context = new_viewer_context(chromium)
@@ -101,10 +101,12 @@ def test_hp_mammo_shows_each_marker_where_expected(chromium: Any, site: str, mam
     _report(shot.with_suffix(".json"), url=url, timing=asdict(timing),
             matches={view: {**asdict(m), "error_px": m.error_px} for view, m in matches.items()},
             viewports=[asdict(v) for v in geometry])
-    print(f"\nfirst image {timing.first_image_s:.2f} s, all four {timing.all_images_s:.2f} s; screenshot {shot}")
+    browser_report(f"hpMammo: first image {timing.first_image_s:.2f} s, all four {timing.all_images_s:.2f} s "
+                   f"after navigation (fresh profile); screenshot {shot}")
     for view, match in sorted(matches.items()):
-        print(f"  {view}: NCC {match.score:.3f} at {match.expected} (best {match.found_score:.3f} at {match.found}, "
-              f"error {match.error_px:.1f} px, mirrored {match.mirrored_score:.3f}, scale {match.scale:.2f})")
+        browser_report(f"  {view}: NCC {match.score:.3f} at {match.expected} "
+                       f"(best {match.found_score:.3f} at {match.found}, error {match.error_px:.1f} px, "
+                       f"mirrored {match.mirrored_score:.3f}, scale {match.scale:.2f})")
 
     assert set(matches) == set(HP_MAMMO_LAYOUT), f"views shown: {sorted(matches)}"
     # Layout: which view is in which quadrant of the grid (by the viewports' canvas positions).
