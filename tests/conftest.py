@@ -30,6 +30,9 @@ class _Server(Protocol):
     def wait(self, timeout: float = ...) -> None: ...
 
 
+pytest_plugins = ["tests.browser.plugin"]
+
+
 @pytest.fixture(scope="session")
 def _devnet_servers() -> Iterator[list[_Server]]:
     """Registry of started servers, all waited for (in parallel) at session end."""

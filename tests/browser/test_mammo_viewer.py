@@ -63,8 +63,7 @@ def _serve(app: FastAPI, port: int) -> Iterator[str]:
 @pytest.fixture()
 def site(orthanc_a_clean: OrthancProcess, node_ae: LocalAE, mammo: GeneratedStudy, tmp_path: Path) -> Iterator[str]:
     """A node's site face (OHIF + /dicom-web over Orthanc's REST fast path), the mammogram in its PACS."""
-    if not (default_ohif_dist() / "index.html").is_file():
-        pytest.skip("OHIF is not installed (scripts/setup.sh)")
+    assert (default_ohif_dist() / "index.html").is_file(), "OHIF is not installed: run scripts/setup.sh"
     orthanc_a_clean.upload(mammo.files)
     port = free_port(HOST)
     settings = load_settings(None, name="browser-site", local=node_ae.model_dump(),

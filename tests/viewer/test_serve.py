@@ -139,8 +139,7 @@ def test_missing_dist_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_default_dist_is_the_installed_one() -> None:
-    if not (default_ohif_dist() / "index.html").is_file():
-        pytest.skip("OHIF not installed (scripts/setup.sh)")
+    assert (default_ohif_dist() / "index.html").is_file(), "OHIF is not installed: run scripts/setup.sh"
     path = ohif_dist(_settings(None))
     assert path == default_ohif_dist().resolve()
     client = _client(_settings(None), dev_mode=True)

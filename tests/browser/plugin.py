@@ -1,4 +1,6 @@
-"""Browser fixtures: one headless Debian Chromium per session, and where screenshots are kept.
+"""Browser fixtures (a pytest plugin loaded by ``tests/conftest.py``, so every test directory —
+``tests/browser``, ``tests/e2e`` — can drive the browser): one headless Debian Chromium per session,
+and where screenshots are kept.
 
 Measurements reported through ``browser_report`` are printed in the run's summary. Artefacts
 (screenshots, match reports) go to ``$DRIMBOX_TEST_ARTEFACTS`` when set, else to
@@ -8,7 +10,6 @@ Measurements reported through ``browser_report`` are printed in the run's summar
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -48,10 +49,10 @@ def browser_report(request: pytest.FixtureRequest) -> Callable[[str], None]:
 
 @pytest.fixture(scope="session")
 def chromium() -> Iterator[object]:
-    """Headless Debian Chromium driven by Playwright (skipped when either is missing)."""
-    if shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium; scripts/setup.sh)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    """Headless Debian Chromium driven by Playwright (both installed by scripts/setup.sh; never skipped)."""
+    assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (Debian package chromium; run scripts/setup.sh)"
+    from playwright import sync_api
+
     from tests.browser.harness import launch_chromium
 
     with sync_api.sync_playwright() as playwright:
