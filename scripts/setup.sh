@@ -29,7 +29,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
 
-# F9 viewer (owned by the viewer/browser-test hunk): the prebuilt OHIF viewer — only the dist/ of the npm
+# F9 viewer: the prebuilt OHIF viewer — only the dist/ of the npm
 # package, never rebuilt, so no Node runtime is needed to serve it (npm is used once, to fetch the tarball) —
 # and, for the browser tests, Debian's Chromium with fonts (Playwright drives it; it never downloads its own).
 viewer_packages=(chromium fonts-liberation)
@@ -59,7 +59,7 @@ if [ ! -f "$ohif_dist/index.html" ]; then
   rm -rf "$ohif_tmp"
 fi
 
-# Demo identity provider (owned by the OIDC hunk): the certified npm package oidc-provider, run by Node.js
+# Demo identity provider: the certified npm package oidc-provider, run by Node.js
 # (drimbox/devnet/oidc/provider.mjs), pinned with its whole dependency tree by the package-lock.json kept
 # next to the script (npm ci checks every integrity hash). Node 20 runs it (it warns that it prefers 22).
 oidc_missing=()

@@ -47,9 +47,12 @@ def browser_report(request: pytest.FixtureRequest) -> Callable[[str], None]:
     return lines.append
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
-    """Headless Debian Chromium driven by Playwright (both installed by scripts/setup.sh; never skipped)."""
+    """Headless Debian Chromium driven by Playwright (both installed by scripts/setup.sh; never skipped).
+
+    Module-scoped: Playwright's sync API keeps an asyncio loop running in the main thread while it is
+    open, which would break any later test that calls ``asyncio.run``."""
     assert Path(CHROMIUM).exists(), f"no Chromium at {CHROMIUM} (Debian package chromium; run scripts/setup.sh)"
     from playwright import sync_api
 
