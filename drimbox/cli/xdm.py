@@ -18,6 +18,7 @@ import typer
 from drimbox.cli.common import ConfigOption, err_console, load_node_settings, out_console
 from drimbox.config import NodeSettings
 from drimbox.errors import ConfigError, InvalidRequest
+from drimbox.retrieve.jobs import count_of
 from drimbox.retrieve.xdm import XdmOrigin, export_xdm, read_xdm, source_from_directory, traits_from_contents
 
 __all__ = ["register", "xdm_app"]
@@ -78,15 +79,6 @@ def _importer(settings: NodeSettings) -> tuple[Any, Any]:
     return StudyImporter(settings, pacs), pacs
 
 
-def _count(value: object) -> int:
-    if isinstance(value, int):
-        return value
-    try:
-        return len(value)  # type: ignore[arg-type]
-    except TypeError:
-        return 0
-
-
 @xdm_app.command("import")
 def import_(
     config: ConfigOption,
@@ -123,8 +115,8 @@ def import_(
             outcome = importer.import_study(sorted(contents.instances.values()), traits)
         finally:
             pacs.close()
-        committed = _count(getattr(outcome, "committed", 0))
-        out_console.print(f"imported {_count(getattr(outcome, 'stored', 0))}, confirmed by storage commitment "
+        committed = count_of(getattr(outcome, "committed", 0))
+        out_console.print(f"imported {count_of(getattr(outcome, 'stored', 0))}, confirmed by storage commitment "
                           f"{committed} of {len(contents.instances)}", highlight=False, soft_wrap=True)
         if committed != len(contents.instances):
             raise typer.Exit(1)

@@ -285,8 +285,9 @@ class DemoNetwork:
         path.write_text(tomli_w.dumps(settings))
         return path
 
-    def _wait_ready(self) -> None:
-        urls = [f"{self.registry_url}/healthz", *(f"{s.base_url}/healthz" for s in self.sites)]
+    def _wait_ready(self, urls: list[str] | None = None) -> None:
+        """Wait until every URL (default: the registry's and every node's ``/healthz``) answers 200."""
+        urls = urls or [f"{self.registry_url}/healthz", *(f"{s.base_url}/healthz" for s in self.sites)]
         deadline = time.monotonic() + _READY_TIMEOUT_S
         with httpx.Client(timeout=2.0) as client:
             for url in urls:
@@ -406,18 +407,7 @@ class DemoNetwork:
         """
         plan = next(s for s in self.sites if s.name == site)
         self._spawn(f"{site}-node", [*_drimbox_command(), "serve", "--config", str(self.node_config(site))])
-        deadline = time.monotonic() + _READY_TIMEOUT_S
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                self._check_children()
-                try:
-                    if client.get(f"{plan.base_url}/healthz").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise DevnetError(f"{site}: the node did not answer within {_READY_TIMEOUT_S:.0f} s of a restart")
-                time.sleep(0.1)
+        self._wait_ready([f"{plan.base_url}/healthz"])
 
     # -- stop -------------------------------------------------------------------------------------
 

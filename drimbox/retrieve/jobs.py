@@ -25,7 +25,7 @@ from drimbox.errors import DrimboxError
 from drimbox.retrieve.model import Actor, Exam, PatientTraits, RetrievalProgress, RetrievalReport, SeriesRef
 from drimbox.trust.audit import AuditEvent, AuditTrail
 
-__all__ = ["ExamImporter", "ExamRetriever", "ImportJob", "ImportJobs", "JobState"]
+__all__ = ["ExamImporter", "ExamRetriever", "ImportJob", "ImportJobs", "JobState", "count_of"]
 
 log = structlog.get_logger(__name__)
 
@@ -55,8 +55,8 @@ class ExamImporter(Protocol):
     def import_study(self, files: Sequence[Path], traits: PatientTraits | None) -> ImportOutcome: ...
 
 
-def _count(value: object) -> int:
-    """The importer reports counts or collections of UIDs; a page shows numbers."""
+def count_of(value: object) -> int:
+    """The importer reports counts or collections of UIDs; pages and commands show numbers."""
     if isinstance(value, int):
         return value
     try:
@@ -167,8 +167,8 @@ class ImportJobs:
                 self._set(job, "importing")
                 outcome = self._importer.import_study(sorted(report.received.values()), traits)
                 with self._lock:
-                    job.imported = _count(outcome.stored)
-                    job.committed = _count(outcome.committed)
+                    job.imported = count_of(outcome.stored)
+                    job.committed = count_of(outcome.committed)
                 self._set(job, "done" if job.committed == len(report.received) else "incomplete")
                 if job.state == "incomplete":
                     job.problems.append(f"{job.committed} of {len(report.received)} instances confirmed by "

@@ -33,6 +33,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from drimbox.errors import DrimboxError, InvalidRequest
+from drimbox.retrieve.jobs import count_of
 from drimbox.retrieve.xdm import (
     DEFAULT_LIMITS,
     ExportLookup,
@@ -106,15 +107,6 @@ class _QueueWriter:
             if error is None:
                 self.flush()
             self._put(error)
-
-
-def _count(value: object) -> int:
-    if isinstance(value, int):
-        return value
-    try:
-        return len(value)  # type: ignore[arg-type]
-    except TypeError:
-        return 0
 
 
 def xdm_router(
@@ -235,7 +227,7 @@ def xdm_router(
                     event = AuditEvent.by(principal, "xdm.import", "failure", detail=str(exc)[:2000])
                 audit.record(event)
             raise
-        imported, committed = _count(getattr(outcome, "stored", 0)), _count(getattr(outcome, "committed", 0))
+        imported, committed = count_of(getattr(outcome, "stored", 0)), count_of(getattr(outcome, "committed", 0))
         if audit is not None:
             audit.record(AuditEvent.by(principal, "xdm.import", "success", kos_uid=contents.kos_uid,
                                        patient_ins=traits.ins if traits else None,

@@ -40,9 +40,9 @@ def _traits(patient: Patient, local_id: str | None = "IPP-B-7") -> PatientTraits
                          sex="F", local_id=local_id)
 
 
-def _settings(node_ae: LocalAE, orthanc: OrthancProcess, tmp: Path, **retrieve: Any) -> NodeSettings:
+def _settings(importer_ae: LocalAE, orthanc: OrthancProcess, tmp: Path, **retrieve: Any) -> NodeSettings:
     return NodeSettings(
-        name="site-b", local=node_ae, pacs=orthanc.remote_ae(), storage=StorageSettings(data_dir=tmp / "data"),
+        name="site-b", local=importer_ae, pacs=orthanc.remote_ae(), storage=StorageSettings(data_dir=tmp / "data"),
         retrieve=RetrieveSettings.model_validate(
             {"identity_rule": "local", "local_issuer": "CH-B", "commitment_timeout_s": 20.0, **retrieve}),
     )
@@ -64,8 +64,8 @@ class Node:
 
 
 @pytest.fixture()
-def node(node_ae: LocalAE, orthanc_b_clean: OrthancProcess, tmp_path: Path) -> Iterator[Node]:
-    parts = Node(_settings(node_ae, orthanc_b_clean, tmp_path))
+def node(importer_ae: LocalAE, orthanc_b_clean: OrthancProcess, tmp_path: Path) -> Iterator[Node]:
+    parts = Node(_settings(importer_ae, orthanc_b_clean, tmp_path))
     parts.scp.start()
     try:
         yield parts
@@ -135,9 +135,9 @@ def test_cstore_import_is_done_once_committed(node: Node, orthanc_b_clean: Ortha
           f"{report.seconds:.2f} s")
 
 
-def test_stow_import(node_ae: LocalAE, orthanc_b_clean: OrthancProcess, tmp_path: Path) -> None:
+def test_stow_import(importer_ae: LocalAE, orthanc_b_clean: OrthancProcess, tmp_path: Path) -> None:
     study = write_ct_study(tmp_path / "ct", make_patient(22), series=2, slices_per_series=3, rows=64, cols=64)
-    settings = _settings(node_ae, orthanc_b_clean, tmp_path, identity_rule="ins", import_via="stow",
+    settings = _settings(importer_ae, orthanc_b_clean, tmp_path, identity_rule="ins", import_via="stow",
                          import_stow_url=f"{orthanc_b_clean.http_url}/dicom-web/studies")
     # No registry given: the importer listens on the node's address for the report itself.
     importer = StudyImporter(settings)
@@ -188,11 +188,11 @@ def test_commitment_failure_fails_the_import(node: Node, orthanc_b_clean: Orthan
     assert failed.value.failed == (victim,)
 
 
-def test_no_report_leaves_the_import_uncommitted(node_ae: LocalAE, orthanc_b_clean: OrthancProcess,
+def test_no_report_leaves_the_import_uncommitted(importer_ae: LocalAE, orthanc_b_clean: OrthancProcess,
                                                  mammo: GeneratedStudy, tmp_path: Path) -> None:
     """Orthanc reports to the node's declared address; the node listens elsewhere: no report arrives."""
-    settings = _settings(node_ae, orthanc_b_clean, tmp_path, commitment_timeout_s=1.5)
-    orthanc_b_clean.add_modality("drimbox", node_ae.aet, "127.0.0.9", 9)  # unreachable
+    settings = _settings(importer_ae, orthanc_b_clean, tmp_path, commitment_timeout_s=1.5)
+    orthanc_b_clean.add_modality("drimbox", importer_ae.aet, "127.0.0.9", 9)  # unreachable
     importer = StudyImporter(settings, commitments=CommitmentRegistry())  # nobody delivers to this registry
     try:
         started = time.monotonic()

@@ -23,9 +23,9 @@ from drimbox.retrieve.xdm import XdmOrigin, exam_from_directory, export_xdm, imp
 from drimbox.testdata import INS_NIR_TEST_OID, make_patient, write_mammography_study
 
 
-def _settings(tmp_path: Path, orthanc: OrthancProcess, node_ae: LocalAE) -> NodeSettings:
+def _settings(tmp_path: Path, orthanc: OrthancProcess, importer_ae: LocalAE) -> NodeSettings:
     return NodeSettings(
-        name="site-b", local=node_ae, pacs=orthanc.remote_ae(), storage=StorageSettings(data_dir=tmp_path / "data"),
+        name="site-b", local=importer_ae, pacs=orthanc.remote_ae(), storage=StorageSettings(data_dir=tmp_path / "data"),
         retrieve=RetrieveSettings(identity_rule="ins", commitment_timeout_s=60.0), auth=AuthSettings(dev_mode=True),
     )
 
@@ -40,7 +40,7 @@ def _pixel_data(orthanc: OrthancProcess, sop_uid: str) -> bytes:
     return bytes(pydicom.dcmread(BytesIO(data.content)).PixelData)
 
 
-def test_xdm_imported_into_orthanc(tmp_path: Path, orthanc_b_clean: OrthancProcess, node_ae: LocalAE) -> None:
+def test_xdm_imported_into_orthanc(tmp_path: Path, orthanc_b_clean: OrthancProcess, importer_ae: LocalAE) -> None:
     patient = make_patient(63)
     assert patient.ins is not None
     study = write_mammography_study(tmp_path / "study", patient, size="small")
@@ -51,7 +51,7 @@ def test_xdm_imported_into_orthanc(tmp_path: Path, orthanc_b_clean: OrthancProce
                            first_given_name=patient.given,
                            birth_date=date(int(patient.birth_date[:4]), int(patient.birth_date[4:6]),
                                            int(patient.birth_date[6:])), sex="F")
-    settings = _settings(tmp_path, orthanc_b_clean, node_ae)
+    settings = _settings(tmp_path, orthanc_b_clean, importer_ae)
     mediator = MoveMediator(quarantine_dir=settings.storage.quarantine_dir,
                             straggler_timeout_s=settings.dimse.move_quarantine_s)
     pacs = PacsClient(local=settings.local, remote=settings.pacs, dimse=settings.dimse, mediator=mediator)
