@@ -21,6 +21,7 @@ responses, the DIMSE SCP into failure statuses)::
     │   ├── RegistryUnavailable     the registry cannot be reached or answered garbage (HTTP 503)
     │   ├── RegistryRefused         the registry answered a failure (HTTP 502)
     │   ├── UntrustedPeer           a RetrieveURL points to a host not on the trust list (HTTP 502)
+    │   ├── TrustListRejected       a fetched trust list fails verification (named ``reason``; old list kept)
     │   ├── SourceUnavailable       a source node cannot be reached / timed out (HTTP 503)
     │   └── SourceRefused           a source node refused the request (4xx; status kept; HTTP 502)
     ├── ImportFailed                the local PACS did not take (or did not commit) an import (HTTP 502)
@@ -50,6 +51,7 @@ __all__ = [
     "SourceRefused",
     "SourceUnavailable",
     "UntrustedPeer",
+    "TrustListRejected",
     "NoAcceptableContext",
     "PacsError",
     "PacsTimeout",
@@ -174,6 +176,16 @@ class UntrustedPeer(NetworkError):
     def __init__(self, message: str, *, host: str) -> None:
         super().__init__(message)
         self.host = host
+
+
+class TrustListRejected(NetworkError):
+    """A trust list (F11) failed verification; ``reason`` names the check that failed (``unsigned``,
+    ``signature-invalid``, ``untrusted-chain``, …) so that alerts and tests can tell the cases apart."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"trust list rejected: {reason}" + (f" ({detail})" if detail else ""))
+        self.reason = reason
+        self.detail = detail
 
 
 class SourceUnavailable(NetworkError):
