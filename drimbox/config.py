@@ -35,6 +35,7 @@ __all__ = [
     "RemoteAE",
     "StorageSettings",
     "TlsSettings",
+    "TrustListSettings",
     "load_settings",
 ]
 
@@ -305,6 +306,29 @@ class PeerSettings(_Strict):
     """Hosts (name or IP, as in RetrieveURLs) of trust-listed nodes; a RetrieveURL elsewhere is not followed."""
 
 
+class TrustListSettings(_Strict):
+    """The signed national trust list (F11): where it comes from and who may sign it.
+
+    When ``url`` or ``file`` is set, the list's ``db`` hosts are the trusted peers (it supersedes
+    ``[peers] hosts``). A new list that fails verification is refused and the last good one stays.
+    """
+
+    url: str | None = None
+    """HTTPS URL of the signed list (the registry's ``/whitelist``, or the ANS publication)."""
+    file: Path | None = None
+    """A local copy of the signed list, verified and loaded at start (before the first fetch)."""
+    refresh_s: Annotated[float, Field(gt=0, le=7 * 86400)] = 86400.0
+    """Interval between two fetches of ``url`` (daily by default)."""
+    ca_files: tuple[Path, ...] = ()
+    """PEM files of the CAs the signer must chain to (IGC-Santé roots in production)."""
+    crl_files: tuple[Path, ...] = ()
+    """Local CRLs (PEM or DER) checked for the signer and its intermediates."""
+    signer_cn: str = "Liste Blanche DRIM-M"
+    """Required CN of the signing certificate."""
+    signer_ou: str | None = "318751275100020"
+    """Required OU of the signing certificate (``None``: not checked)."""
+
+
 class RetrieveSettings(_Strict):
     """The consumer side: retrieval from source nodes (F7), import into the local PACS (F8)."""
 
@@ -396,6 +420,7 @@ class NodeSettings(BaseSettings):
     publish: PublishSettings = PublishSettings()
     oidc: OidcSettings = OidcSettings()
     peers: PeerSettings = PeerSettings()
+    trust_list: TrustListSettings = TrustListSettings()
     retrieve: RetrieveSettings = RetrieveSettings()
     viewer: ViewerSettings = ViewerSettings()
     workstations: tuple[RemoteAE, ...] = ()
