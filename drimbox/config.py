@@ -116,14 +116,34 @@ class TlsSettings(_Strict):
 
 
 class AuthSettings(_Strict):
-    """How bearer tokens are verified (issue #7 adds OIDC discovery and introspection)."""
+    """How bearer tokens are verified: signed JWTs (issuer key or OIDC discovery + JWKS) or RFC 7662 introspection."""
 
     issuer: str = ""
     audience: str = "drimbox"
+    mode: Literal["jwt", "introspection"] = "jwt"
+    """``jwt``: verify the signature locally; ``introspection``: ask the provider (RFC 7662) about each token."""
     public_key_file: Path | None = None
-    """PEM public key (or certificate) of the token issuer."""
+    """PEM public key (or certificate) of the token issuer; without it the keys come from the issuer's JWKS."""
+    jwks_url: str | None = None
+    """JWKS of the issuer; default: the ``jwks_uri`` of ``{issuer}/.well-known/openid-configuration``."""
     algorithms: tuple[str, ...] = ("ES256", "RS256")
     leeway_s: Annotated[int, Field(ge=0, le=300)] = 30
+    required_acr: str | None = None
+    """Authentication level a user's token must reach (e.g. ``eidas1``); absent: not checked."""
+    introspection_url: str | None = None
+    """RFC 7662 endpoint; default: the ``introspection_endpoint`` announced by discovery."""
+    introspection_client_id: str = ""
+    introspection_cert_file: Path | None = None
+    """Client certificate for RFC 8705 ``tls_client_auth`` at the introspection endpoint (with the key file)."""
+    introspection_key_file: Path | None = None
+    introspection_ca_file: Path | None = None
+    """CA bundle the provider's TLS certificate must chain to (default: the system's)."""
+    introspection_secret_file: Path | None = None
+    """Client secret (``client_secret_basic``) when mutual TLS is not used."""
+    introspection_cache_s: Annotated[float, Field(ge=0, le=60)] = 60.0
+    """How long an introspection answer is reused; at most 60 s, so a revoked token is refused soon after."""
+    node_bound_tokens: bool = True
+    """Network face: accept a token only if it was issued to a client of the trust-listed node presenting it."""
     dev_mode: bool = False
     """Accept any request as a fixed developer identity. Loud in the logs; refused together with TLS."""
 
