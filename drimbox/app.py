@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from drimbox import __version__
 from drimbox.http_errors import install_error_handlers
+from drimbox.limits import HttpLimits, LimitsMiddleware, node_http_limits
 from drimbox.trust import Authenticated, TokenVerifier, include_protected
 from drimbox.trust.login import LOGIN_PATHS
 
@@ -93,10 +94,12 @@ def _pacs_router(pacs: PacsProbe, pacs_label: str) -> APIRouter:
     return router
 
 
-def _new_app(title: str, verifier: TokenVerifier | None) -> FastAPI:
+def _new_app(title: str, verifier: TokenVerifier | None, limits: HttpLimits | None = None) -> FastAPI:
     app = FastAPI(title=title, version=__version__)
     app.state.token_verifier = verifier
     install_error_handlers(app)
+    # Hostile input (issue 7): sizes and counts are refused before any route or dependency runs.
+    app.add_middleware(LimitsMiddleware, limits=limits if limits is not None else node_http_limits())
     return app
 
 
@@ -104,15 +107,16 @@ def create_site_app(
     *, node_name: str, verifier: TokenVerifier | None, pacs: PacsProbe, pacs_label: str,
     extra_routers: tuple[APIRouter, ...] = (), public_routers: tuple[APIRouter, ...] = (),
     page_routers: tuple[APIRouter, ...] = (), mount: Callable[[FastAPI], None] | None = None,
+    limits: HttpLimits | None = None,
 ) -> FastAPI:
     """The site-facing app. ``verifier=None`` is dev mode (every caller is the developer).
 
     ``public_routers`` show no patient data (contextual call target, login); ``page_routers`` are
     browser pages that authenticate themselves (their factory attaches the browser-principal
     dependency to every route); ``mount`` adds the viewer's static files last (its fallback route
-    must not shadow the API).
+    must not shadow the API); ``limits`` defaults to :func:`~drimbox.limits.node_http_limits`.
     """
-    app = _new_app(f"DRIM-M node {node_name} (site)", verifier)
+    app = _new_app(f"DRIM-M node {node_name} (site)", verifier, limits)
     app.include_router(_health_router(node_name))
     for router in public_routers + page_routers:
         app.include_router(router)
@@ -124,10 +128,11 @@ def create_site_app(
 
 
 def create_network_app(
-    *, node_name: str, verifier: TokenVerifier | None, extra_routers: tuple[APIRouter, ...] = ()
+    *, node_name: str, verifier: TokenVerifier | None, extra_routers: tuple[APIRouter, ...] = (),
+    limits: HttpLimits | None = None,
 ) -> FastAPI:
     """The network-facing app (mutual TLS is enforced by the server that runs it)."""
-    app = _new_app(f"DRIM-M node {node_name} (network)", verifier)
+    app = _new_app(f"DRIM-M node {node_name} (network)", verifier, limits)
     app.include_router(_health_router(node_name))
     for router in (_identity_router(), *extra_routers):
         include_protected(app, router)

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from registry.config import RegistrySettings
 from registry.context import RegistryContext
+from registry.limits import LimitsMiddleware, registry_http_limits
 from registry.mhd.router import create_mhd_router
 from registry.security.xmldsig import install_io_policy
 from registry.store.migrate import upgrade_to_head
@@ -53,6 +54,8 @@ def create_app(settings: RegistrySettings, *, context: RegistryContext | None = 
     )
     app.state.settings = ctx.settings
     app.state.registry = ctx
+    # Hostile input (issue 7): sizes and counts are refused before any route or dependency runs.
+    app.add_middleware(LimitsMiddleware, limits=registry_http_limits(ctx.settings.max_request_bytes))
     app.include_router(create_xds_router())
     app.include_router(create_mhd_router())
 

@@ -51,4 +51,8 @@ def serve(
         **{key: value for key, value in optional.items() if value is not None},
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
+    from registry.limits import registry_http_limits, uvicorn_limits
+
+    server_limits = uvicorn_limits(registry_http_limits(settings.max_request_bytes))
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False,
+                **server_limits)
