@@ -5,7 +5,9 @@ The registry is the national index of study references (the DMP's role in produc
 - ``POST /xds/repository`` — Document Repository: ITI-41 Provide and Register, ITI-43 Retrieve (SOAP 1.2, MTOM)
 - ``POST /xds/registry`` — Document Registry: ITI-18 Stored Query, ITI-57 Update Document Set (SOAP 1.2)
 - ``GET /fhir/DocumentReference``, ``/fhir/DocumentReference/{id}``, ``/fhir/Binary/{id}`` — MHD ITI-67/68
-- ``GET /healthz`` — liveness, the only unauthenticated route
+- ``GET /healthz`` — liveness, the only unauthenticated route besides:
+- ``GET /whitelist`` — the signed trust list of nodes (F11; public, its signature is its protection), when a
+  :class:`~registry.trustlist.TrustListPublisher` is given
 
 The schema is migrated to Alembic ``head`` when the app is created.
 """
@@ -24,6 +26,7 @@ from registry.limits import LimitsMiddleware, registry_http_limits
 from registry.mhd.router import create_mhd_router
 from registry.security.xmldsig import install_io_policy
 from registry.store.migrate import upgrade_to_head
+from registry.trustlist import TrustListPublisher, trustlist_router
 from registry.xds.router import create_xds_router
 
 __all__ = ["create_app"]
@@ -37,8 +40,16 @@ class Health(BaseModel):
     version: str
 
 
-def create_app(settings: RegistrySettings, *, context: RegistryContext | None = None) -> FastAPI:
-    """Build the registry app from its settings (or from a prepared context, for tests)."""
+def create_app(
+    settings: RegistrySettings,
+    *,
+    context: RegistryContext | None = None,
+    trust_list: TrustListPublisher | None = None,
+) -> FastAPI:
+    """Build the registry app from its settings (or from a prepared context, for tests).
+
+    With ``trust_list``, the app also serves the signed list of nodes at ``GET /whitelist``.
+    """
     ctx = context if context is not None else RegistryContext.from_settings(settings)
     upgrade_to_head(ctx.database.engine)
     install_io_policy()
@@ -58,6 +69,8 @@ def create_app(settings: RegistrySettings, *, context: RegistryContext | None = 
     app.add_middleware(LimitsMiddleware, limits=registry_http_limits(ctx.settings.max_request_bytes))
     app.include_router(create_xds_router())
     app.include_router(create_mhd_router())
+    if trust_list is not None:
+        app.include_router(trustlist_router(trust_list))
 
     @app.get("/healthz", response_model=Health, tags=["operations"])
     def healthz() -> Health:

@@ -29,11 +29,19 @@ def serve(
         Path | None, typer.Option(help="PEM public key (or certificate) of the token issuer.")
     ] = None,
     public_url: Annotated[str | None, typer.Option(help="Base URL clients see (MHD attachment URLs).")] = None,
+    whitelist_nodes: Annotated[
+        Path | None, typer.Option(help="TOML [[nodes]] of the trust list served signed at GET /whitelist.")
+    ] = None,
+    whitelist_cert: Annotated[
+        Path | None, typer.Option(help="PEM: trust list signer certificate, then its CA certificates.")
+    ] = None,
+    whitelist_key: Annotated[Path | None, typer.Option(help="PEM private key of the trust list signer.")] = None,
 ) -> None:
     """Run the registry until interrupted (options not given fall back to REGISTRY_* variables)."""
     import uvicorn
 
     from registry import RegistrySettings, create_app
+    from registry.trustlist import TrustListPublisher
 
     configure_logging()
     optional: dict[str, Any] = {
@@ -54,5 +62,12 @@ def serve(
     from registry.limits import registry_http_limits, uvicorn_limits
 
     server_limits = uvicorn_limits(registry_http_limits(settings.max_request_bytes))
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False,
-                **server_limits)
+    trust_list = None
+    if whitelist_nodes is not None or whitelist_cert is not None or whitelist_key is not None:
+        if whitelist_nodes is None or whitelist_cert is None or whitelist_key is None:
+            raise typer.BadParameter("--whitelist-nodes, --whitelist-cert and --whitelist-key go together")
+        trust_list = TrustListPublisher.from_files(
+            nodes_file=whitelist_nodes, cert_file=whitelist_cert, key_file=whitelist_key
+        )
+    uvicorn.run(create_app(settings, trust_list=trust_list), host=settings.host, port=settings.port, log_config=None,
+                access_log=False, **server_limits)
