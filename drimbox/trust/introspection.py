@@ -15,6 +15,7 @@ meant for it.
 from __future__ import annotations
 
 import hashlib
+import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -70,20 +71,29 @@ class IntrospectionVerifier:
     @classmethod
     def from_settings(cls, settings: AuthSettings) -> IntrospectionVerifier:
         """Client authentication by mutual TLS if a certificate is configured, else by the client secret."""
-        verify: str | bool = str(settings.introspection_ca_file) if settings.introspection_ca_file else True
+        # An SSLContext, not httpx's deprecated cert=/verify=path arguments (httpx 0.28 ignores cert= with them).
+        cafile = str(settings.introspection_ca_file) if settings.introspection_ca_file else None
+        try:
+            context = ssl.create_default_context(cafile=cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"auth.introspection_ca_file: cannot load {cafile} ({exc})",
+                              key="auth.introspection_ca_file") from exc
         secret: str | None = None
-        cert: tuple[str, str] | None = None
         if settings.introspection_cert_file is not None:
             if settings.introspection_key_file is None:
                 raise ConfigError("auth.introspection_key_file: required with introspection_cert_file",
                                   key="auth.introspection_key_file")
-            cert = (str(settings.introspection_cert_file), str(settings.introspection_key_file))
+            try:
+                context.load_cert_chain(settings.introspection_cert_file, settings.introspection_key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"auth.introspection_cert_file: cannot load the client certificate ({exc})",
+                                  key="auth.introspection_cert_file") from exc
         elif settings.introspection_secret_file is not None:
             secret = _read_secret(settings.introspection_secret_file)
         else:
             raise ConfigError("auth: introspection needs a client certificate (introspection_cert_file) "
                               "or a client secret (introspection_secret_file)", key="auth.introspection_cert_file")
-        client = httpx.Client(timeout=5.0, verify=verify, cert=cert, follow_redirects=False)
+        client = httpx.Client(timeout=5.0, verify=context, follow_redirects=False)
         return cls(settings, client=client, client_id=settings.introspection_client_id, client_secret=secret)
 
     def close(self) -> None:

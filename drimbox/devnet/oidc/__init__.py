@@ -9,7 +9,11 @@ process group, log file, ready when discovery answers, SIGTERM then SIGKILL.
 The provider signs with the demo IdP key (``pki/idp.key``, EC P-256, ES256) — the key ``drimbox
 dev-token`` signs with — so both kinds of token verify with the same ``[auth]`` settings. Accounts
 are test practitioners (login = RPPS, with a password); clients are the nodes (confidential,
-``client_secret_basic``, PKCE S256 required). The npm package is installed by ``scripts/setup.sh``
+``client_secret_basic``, PKCE S256 required; each may also get a token of its own by client credentials).
+For the token tests the provider can also publish previous keys (key rotation), issue opaque access
+tokens (RFC 7662 introspection and RFC 7009 revocation only work on those), and open an HTTPS listener
+that authenticates resource servers by their client certificate (RFC 8705 ``tls_client_auth``,
+:class:`OidcMtls`, :class:`OidcTlsClient`). The npm package is installed by ``scripts/setup.sh``
 into ``.venv/share/drimbox/oidc-provider/node_modules`` (pinned by ``package-lock.json`` here).
 """
 
@@ -35,7 +39,9 @@ __all__ = [
     "DEFAULT_RESOURCE",
     "OidcAccount",
     "OidcClientRegistration",
+    "OidcMtls",
     "OidcProvider",
+    "OidcTlsClient",
     "PROVIDER_SCRIPT",
     "default_modules_dir",
 ]
@@ -64,6 +70,8 @@ class OidcAccount:
     family_name: str = ""
     role: str = "radiologist"
     kind: Literal["practitioner", "operator"] = "practitioner"
+    acr: str | None = None
+    """Authentication level of this account's logins (default: the provider's ``acr``)."""
 
     @property
     def subject(self) -> str:
@@ -78,6 +86,25 @@ class OidcClientRegistration:
     client_id: str
     client_secret: str
     redirect_uris: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OidcTlsClient:
+    """A resource server (a node) that introspects tokens, authenticated by its certificate's subject DN."""
+
+    client_id: str
+    subject_dn: str
+    """As Node.js prints it, RDNs joined by commas, e.g. ``CN=site-a``."""
+
+
+@dataclass(frozen=True, slots=True)
+class OidcMtls:
+    """The provider's mutual-TLS listener (RFC 8705): server certificate and the CA of client certificates."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    port: int
 
 
 class OidcProvider(ManagedServer):
@@ -115,6 +142,10 @@ class OidcProvider(ManagedServer):
         access_token_ttl_s: int = 3600,
         modules_dir: Path | None = None,
         die_with_parent: bool = True,
+        previous_keys: Sequence[Path] = (),
+        access_token_format: Literal["jwt", "opaque"] = "jwt",
+        mtls: OidcMtls | None = None,
+        tls_clients: Sequence[OidcTlsClient] = (),
     ) -> None:
         super().__init__()
         self.workdir = Path(workdir)
@@ -129,11 +160,20 @@ class OidcProvider(ManagedServer):
         self.access_token_ttl_s = access_token_ttl_s
         self.modules_dir = modules_dir or default_modules_dir()
         self._die_with_parent = die_with_parent
+        self.previous_keys = tuple(Path(k) for k in previous_keys)
+        self.access_token_format = access_token_format
+        self.mtls = mtls
+        self.tls_clients = tuple(tls_clients)
 
     @property
     def issuer(self) -> str:
         """The issuer URL (no trailing slash): the ``iss`` of every token, the discovery base."""
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def mtls_url(self) -> str | None:
+        """Base of the RFC 8705 endpoints (``/token``, ``/token/introspection``), when enabled."""
+        return None if self.mtls is None else f"https://{self.host}:{self.mtls.port}"
 
     @property
     def discovery_url(self) -> str:
@@ -164,6 +204,13 @@ class OidcProvider(ManagedServer):
             "access_token_ttl_s": self.access_token_ttl_s,
             "accounts": [asdict(a) for a in self.accounts],
             "clients": [{**asdict(c), "redirect_uris": list(c.redirect_uris)} for c in self.clients],
+            "previous_keys": [str(k.resolve()) for k in self.previous_keys],
+            "access_token_format": self.access_token_format,
+            "mtls": None if self.mtls is None else {
+                "port": self.mtls.port, "cert": str(self.mtls.cert.resolve()), "key": str(self.mtls.key.resolve()),
+                "ca": str(self.mtls.ca.resolve()),
+            },
+            "tls_clients": [asdict(c) for c in self.tls_clients],
         }
 
     def start(self, timeout: float = 15.0) -> Self:

@@ -4,16 +4,23 @@
 //
 // Started by drimbox/devnet/oidc/__init__.py (OidcProvider) with one argument: a JSON settings file
 //   { issuer, host, port, modules_dir, signing_key (PEM, EC P-256), audience, resource, acr,
-//     access_token_ttl_s, accounts: [{rpps, password, name, given_name, family_name, role, kind}],
-//     clients: [{client_id, client_secret, redirect_uris}] }
+//     access_token_ttl_s, accounts: [{rpps, password, name, given_name, family_name, role, kind, acr}],
+//     clients: [{client_id, client_secret, redirect_uris}],
+//     previous_keys (PEM public or private keys still published in the JWKS: key rotation),
+//     access_token_format ('jwt' | 'opaque': opaque tokens are the ones RFC 7662 introspection answers for),
+//     mtls: null | { port, cert, key, ca } (an HTTPS listener that asks for client certificates: RFC 8705),
+//     tls_clients: [{client_id, subject_dn}] (resource servers authenticating with tls_client_auth) }
 // Tokens: ES256 with the demo IdP key (the key `drimbox dev-token` signs with, so both verify alike);
 // access tokens are JWTs for the resource `resource` with audience `audience` and the claims the node
-// maps (kind, rpps, role, name; client_id). Login: the account's RPPS and its password, then consent.
+// maps (kind, rpps, role, name, acr; client_id). Login: the account's RPPS and its password, then consent.
+// Clients may also get a token of their own (client credentials: kind `node`, no user, no acr); tokens can
+// be introspected (RFC 7662, by tls_client_auth on the mTLS listener or client_secret_basic) and revoked.
 // Interactions are ours (devInteractions accept any password): plain HTML forms, in French.
 
-import { createHash, createPrivateKey, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
@@ -31,6 +38,15 @@ const thumbprint = createHash('sha256')
   .update(JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y }))
   .digest('base64url');
 const signingKey = { ...jwk, kid: thumbprint, alg: 'ES256', use: 'sig' };
+// Keys of a rotation: published (public part only) so tokens they signed still verify, never used to sign.
+const previousKeys = (settings.previous_keys ?? []).map((path) => {
+  const pem = readFileSync(path);
+  const key = pem.includes('PRIVATE KEY') ? createPublicKey(createPrivateKey(pem)) : createPublicKey(pem);
+  const pub = key.export({ format: 'jwk' });
+  const kid = createHash('sha256').update(JSON.stringify({ crv: pub.crv, kty: pub.kty, x: pub.x, y: pub.y }))
+    .digest('base64url');
+  return { ...pub, kid, alg: 'ES256', use: 'sig' };
+});
 
 // -- accounts ----------------------------------------------------------------------------------------
 
@@ -63,9 +79,17 @@ async function findAccount(_ctx, id) {
 // -- provider ----------------------------------------------------------------------------------------
 
 const resource = settings.resource;
+const accessTokenFormat = settings.access_token_format ?? 'jwt';
+const mtls = settings.mtls ?? null;
+const mtlsUrl = mtls ? `https://${settings.host}:${mtls.port}` : null;
+
+// The client certificate of the current request (mTLS listener only), for RFC 8705 tls_client_auth.
+const peerCertificate = (ctx) => (ctx.req.socket.getPeerX509Certificate?.() ?? undefined);
+const dn = (subject) => subject.split('\n').filter(Boolean).join(',');
+
 const configuration = {
   findAccount,
-  jwks: { keys: [signingKey] },
+  jwks: { keys: [signingKey, ...previousKeys] },
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   clients: settings.clients.map((client) => ({
     client_id: client.client_id,
@@ -73,10 +97,28 @@ const configuration = {
     redirect_uris: client.redirect_uris,
     grant_types: ['authorization_code'],
     response_types: ['code'],
+    grant_types: ['authorization_code', 'client_credentials'],
     token_endpoint_auth_method: 'client_secret_basic',
     id_token_signed_response_alg: 'ES256',
-  })),
+  })).concat((settings.tls_clients ?? []).map((client) => ({
+    // A resource server (a node) that only introspects tokens, authenticated by its TLS certificate.
+    client_id: client.client_id,
+    redirect_uris: [],
+    grant_types: [],
+    response_types: [],
+    token_endpoint_auth_method: 'tls_client_auth',
+    tls_client_auth_subject_dn: client.subject_dn,
+  }))),
+  discovery: mtlsUrl ? {
+    mtls_endpoint_aliases: {
+      introspection_endpoint: `${mtlsUrl}/token/introspection`,
+      revocation_endpoint: `${mtlsUrl}/token/revocation`,
+      token_endpoint: `${mtlsUrl}/token`,
+    },
+  } : {},
   clientDefaults: { id_token_signed_response_alg: 'ES256' },
+  // No shared-secret JWT client authentication (HS256): secrets travel only in Basic over TLS, or mTLS.
+  clientAuthMethods: mtls ? ['client_secret_basic', 'tls_client_auth'] : ['client_secret_basic'],
   claims: { openid: ['sub'], profile: ['name', 'given_name', 'family_name'] },
   scopes: ['openid', 'profile', 'drimbox'],
   responseTypes: ['code'],
@@ -84,6 +126,17 @@ const configuration = {
   acrValues: [settings.acr],
   features: {
     devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true },
+    revocation: { enabled: true },
+    mTLS: {
+      enabled: Boolean(mtls),
+      tlsClientAuth: true,
+      getCertificate: (ctx) => peerCertificate(ctx)?.toString(),
+      certificateAuthorized: (ctx) => ctx.req.socket.authorized === true,
+      certificateSubjectMatches: (ctx, property, expected) => (
+        property === 'tls_client_auth_subject_dn' && dn(peerCertificate(ctx)?.subject ?? '') === expected),
+    },
     resourceIndicators: {
       enabled: true,
       // Every access token is for the node's API, even when the client names no resource.
@@ -95,7 +148,7 @@ const configuration = {
           scope: 'drimbox',
           audience: settings.audience,
           accessTokenTTL: settings.access_token_ttl_s,
-          accessTokenFormat: 'jwt',
+          accessTokenFormat,
           jwt: { sign: { alg: 'ES256' } },
         };
       },
@@ -103,15 +156,17 @@ const configuration = {
   },
   // The claims the node's token verifier maps to its Principal (drimbox/trust/tokens.py).
   extraTokenClaims: async (_ctx, token) => {
+    if (token.kind === 'ClientCredentials') return { kind: 'node' };  // the client's own token: no user
     const account = token.accountId ? accounts.get(token.accountId) : undefined;
     if (!account) return undefined;
     return {
       kind: account.kind ?? 'practitioner', rpps: account.rpps, role: account.role, name: account.name,
-      acr: settings.acr,
+      acr: account.acr ?? settings.acr,
     };
   },
   ttl: {
     AccessToken: settings.access_token_ttl_s,
+    ClientCredentials: settings.access_token_ttl_s,
     AuthorizationCode: 60,
     IdToken: 3600,
     Interaction: 600,
@@ -128,6 +183,10 @@ const configuration = {
 
 const provider = new Provider(settings.issuer, configuration);
 provider.on('server_error', (_ctx, error) => console.error('server_error', error));
+// Why a client was refused at the token, introspection or revocation endpoint (the answer only says invalid_client).
+for (const event of ['grant.error', 'introspection.error', 'revocation.error']) {
+  provider.on(event, (_ctx, error) => console.error(`${event}: ${error.message} ${error.error_detail ?? ''}`));
+}
 
 // -- interactions: login (RPPS + password) and consent ------------------------------------------------
 
@@ -211,7 +270,7 @@ async function interaction(req, res, uid, action) {
     }
     console.log(`login of rpps:${account.rpps} for ${params.client_id}`);
     return provider.interactionFinished(req, res, {
-      login: { accountId: `rpps:${account.rpps}`, acr: settings.acr, amr: ['pwd'] },
+      login: { accountId: `rpps:${account.rpps}`, acr: account.acr ?? settings.acr, amr: ['pwd'] },
     }, { mergeWithLastSubmission: false });
   }
   if (action === 'confirm') {
@@ -250,10 +309,18 @@ server.requestTimeout = 30000;
 server.listen(settings.port, settings.host, () => {
   console.log(`oidc-provider listening at ${settings.issuer}`);
 });
+// RFC 8705 endpoints: the same provider behind TLS that asks for (and verifies) client certificates.
+const tlsServer = mtls ? createTlsServer({
+  cert: readFileSync(mtls.cert), key: readFileSync(mtls.key), ca: readFileSync(mtls.ca),
+  requestCert: true, rejectUnauthorized: false,
+}, handle) : null;
+tlsServer?.listen(mtls.port, settings.host, () => console.log(`mTLS endpoints at ${mtlsUrl}`));
 for (const signal of ['SIGTERM', 'SIGINT']) {
   process.on(signal, () => {
     server.close(() => process.exit(0));
     server.closeAllConnections();
+    tlsServer?.close();
+    tlsServer?.closeAllConnections();
     setTimeout(() => process.exit(0), 2000).unref();
   });
 }
