@@ -123,6 +123,13 @@ class OidcProvider(ManagedServer):
         ``aud`` of the JWT access tokens (the nodes' ``auth.audience``).
     modules_dir:
         The ``node_modules`` holding ``oidc-provider``; default :func:`default_modules_dir`.
+    previous_keys:
+        PEM private keys (EC P-256) published in the JWKS after ``signing_key`` but not signing: a key
+        rotation in progress (tokens signed with them keep verifying).
+    access_token_format:
+        ``opaque`` for tokens only introspection can read (RFC 7662/7009 refuse JWT access tokens).
+    mtls, tls_clients:
+        The RFC 8705 listener and the resource servers that authenticate on it by certificate subject.
     """
 
     _stop_timeout_s = 5.0

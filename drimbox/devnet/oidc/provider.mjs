@@ -6,7 +6,7 @@
 //   { issuer, host, port, modules_dir, signing_key (PEM, EC P-256), audience, resource, acr,
 //     access_token_ttl_s, accounts: [{rpps, password, name, given_name, family_name, role, kind, acr}],
 //     clients: [{client_id, client_secret, redirect_uris}],
-//     previous_keys (PEM public or private keys still published in the JWKS: key rotation),
+//     previous_keys (PEM EC P-256 private keys still published in the JWKS, not signing: key rotation),
 //     access_token_format ('jwt' | 'opaque': opaque tokens are the ones RFC 7662 introspection answers for),
 //     mtls: null | { port, cert, key, ca } (an HTTPS listener that asks for client certificates: RFC 8705),
 //     tls_clients: [{client_id, subject_dn}] (resource servers authenticating with tls_client_auth) }
@@ -17,7 +17,7 @@
 // be introspected (RFC 7662, by tls_client_auth on the mTLS listener or client_secret_basic) and revoked.
 // Interactions are ours (devInteractions accept any password): plain HTML forms, in French.
 
-import { createHash, createPrivateKey, createPublicKey, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createPrivateKey, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
@@ -38,14 +38,14 @@ const thumbprint = createHash('sha256')
   .update(JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x, y: jwk.y }))
   .digest('base64url');
 const signingKey = { ...jwk, kid: thumbprint, alg: 'ES256', use: 'sig' };
-// Keys of a rotation: published (public part only) so tokens they signed still verify, never used to sign.
+// Keys of a rotation: published after the signing key (oidc-provider signs with the first key that fits
+// the algorithm, and needs private keys in its key set), so tokens they signed still verify.
 const previousKeys = (settings.previous_keys ?? []).map((path) => {
-  const pem = readFileSync(path);
-  const key = pem.includes('PRIVATE KEY') ? createPublicKey(createPrivateKey(pem)) : createPublicKey(pem);
-  const pub = key.export({ format: 'jwk' });
-  const kid = createHash('sha256').update(JSON.stringify({ crv: pub.crv, kty: pub.kty, x: pub.x, y: pub.y }))
+  const key = createPrivateKey(readFileSync(path)).export({ format: 'jwk' });
+  if (key.kty !== 'EC' || key.crv !== 'P-256') throw new Error(`${path}: an EC P-256 private key is expected`);
+  const kid = createHash('sha256').update(JSON.stringify({ crv: key.crv, kty: key.kty, x: key.x, y: key.y }))
     .digest('base64url');
-  return { ...pub, kid, alg: 'ES256', use: 'sig' };
+  return { ...key, kid, alg: 'ES256', use: 'sig' };
 });
 
 // -- accounts ----------------------------------------------------------------------------------------
