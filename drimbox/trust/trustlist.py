@@ -45,8 +45,9 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
-from drimbox.config import TrustListSettings
+from drimbox.config import NodeSettings, TrustListSettings
 from drimbox.errors import TrustListRejected, UntrustedPeer
+from drimbox.trust.peers import HostListPolicy, PeerPolicy
 
 __all__ = [
     "ANS_NS",
@@ -58,6 +59,7 @@ __all__ = [
     "TrustListRefresher",
     "load_certificates",
     "load_crls",
+    "peer_policy_from_settings",
     "verify_trust_list",
 ]
 
@@ -596,6 +598,23 @@ class TrustListPolicy:
         current = self._current
         return current is not None and current.entry_for_host(host) is not None
 
+    def entry_for_certificate(self, certificate: x509.Certificate) -> TrustListEntry | None:
+        """The entry of the node presenting ``certificate`` (inbound mTLS), if it is on the list in force.
+
+        The certificate's subjectAltName DNS names and IP addresses (or, without a SAN, its CN) are
+        matched against the listed ``db`` hosts. The certificate's chain is the TLS layer's business.
+        """
+        current = self._current
+        if current is None:
+            return None
+        try:
+            san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            names = [*san.get_values_for_type(x509.DNSName),
+                     *(str(ip) for ip in san.get_values_for_type(x509.IPAddress))]
+        except x509.ExtensionNotFound:
+            names = [str(a.value) for a in certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        return next((entry for name in names if (entry := current.entry_for_host(name)) is not None), None)
+
     def check_url(self, url: str) -> None:
         """:class:`~drimbox.trust.peers.PeerPolicy`: https URLs whose host is a listed ``db`` host."""
         parts = urlsplit(url)
@@ -693,3 +712,12 @@ class TrustListRefresher:
             self._thread = None
         if self._owns_client:
             self._client.close()
+
+
+def peer_policy_from_settings(settings: NodeSettings) -> PeerPolicy:
+    """The node's peer policy: the signed trust list when ``[trust_list]`` has a ``url`` or ``file``,
+    else the static ``[peers] hosts`` (the devnet's stand-in)."""
+    trust = settings.trust_list
+    if trust.url is None and trust.file is None:
+        return HostListPolicy(settings.peers.hosts)
+    return TrustListPolicy.from_settings(trust)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import tomli_w
 import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -494,3 +495,43 @@ def test_refresher_from_settings() -> None:
     )
     assert refresher is not None and refresher.interval_s == 600
     refresher.stop()
+
+
+# -- devnet wiring helpers -----------------------------------------------------------------------
+
+
+def test_devnet_files_feed_the_registry_and_the_node(tmp_path: Path) -> None:
+    from drimbox.config import NodeSettings
+    from drimbox.devnet.trustlist import write_trust_list_files
+    from drimbox.trust.peers import HostListPolicy
+    from drimbox.trust.trustlist import peer_policy_from_settings
+
+    devnet_ca = TestCA.create(tmp_path / "pki")
+    files = write_trust_list_files(devnet_ca, tmp_path / "registry", [
+        ListedNode(1, "127.0.0.2", "127.0.0.2", "Demo site-a", "CN=site-a", "ops@devnet.test"),
+        ListedNode(2, "127.0.0.3", "127.0.0.3", "Demo site-b", "CN=site-b", "ops@devnet.test"),
+    ])
+    assert files.registry_args()[0] == "--whitelist-nodes"
+    assert "signer_ou" in tomli_w.dumps({"trust_list": files.node_settings("https://127.0.0.4/whitelist")})
+    publisher = TrustListPublisher.from_files(nodes_file=files.nodes_file, cert_file=files.cert_file,
+                                              key_file=files.key_file)
+    list_file = tmp_path / "whitelist.xml"
+    list_file.write_bytes(publisher.signed_xml())
+
+    pacs = {"aet": "PACS", "host": "127.0.0.1", "port": 4242}
+    trust = {**files.node_settings("https://127.0.0.4:8090/whitelist"), "file": str(list_file)}
+    policy = peer_policy_from_settings(NodeSettings(pacs=pacs, trust_list=trust))  # type: ignore[arg-type]
+    assert isinstance(policy, TrustListPolicy)
+    policy.check_url("https://127.0.0.3:8443/dicomweb/studies/1.2.3")
+    with pytest.raises(UntrustedPeer):
+        policy.check_url("https://127.0.0.9:8443/dicomweb/studies/1.2.3")
+
+    # Inbound: a node certificate from the same CA whose host is listed / not listed.
+    listed = x509.load_pem_x509_certificate(devnet_ca.issue("site-b", hosts=["127.0.0.3"]).cert_path.read_bytes())
+    stranger = x509.load_pem_x509_certificate(devnet_ca.issue("site-x", hosts=["127.0.0.9"]).cert_path.read_bytes())
+    entry = policy.entry_for_certificate(listed)
+    assert entry is not None and entry.denomination == "Demo site-b"
+    assert policy.entry_for_certificate(stranger) is None
+
+    static = peer_policy_from_settings(NodeSettings(pacs=pacs, peers={"hosts": ["127.0.0.2"]}))  # type: ignore[arg-type]
+    assert isinstance(static, HostListPolicy)
