@@ -78,9 +78,42 @@ def create_dicomweb_router(
                     description=route.description,
                     tags=list(route.tags),
                     response_class=route.response_class,
+                    responses={**_documented_responses(route), **route.responses},
                     route_class_override=route_class,
                 )
     return router
+
+
+_PROBLEM: dict[str, Any] = {
+    "description": "PS3.18 error status, as RFC 9457 problem details",
+    "content": {"application/problem+json": {"schema": {"type": "object"}}},
+}
+_ANY_BODY: dict[str, Any] = {"schema": {}}
+_DICOM_JSON = {"application/dicom+json": _ANY_BODY, "application/json": _ANY_BODY}
+_RENDERED = {"image/jpeg": _ANY_BODY, "image/png": _ANY_BODY}
+_RETRIEVED = {"multipart/related": _ANY_BODY, "application/dicom": _ANY_BODY, "application/octet-stream": _ANY_BODY}
+
+
+def _documented_responses(route: APIRoute) -> dict[int | str, dict[str, Any]]:
+    """What each transaction answers, for the OpenAPI (the routes return raw ``Response`` objects).
+
+    Why: without it the schema says ``application/json`` and "200 only", and a client (or schemathesis)
+    holding the server to its schema finds DICOM JSON, multipart bodies and every PS3.18 error status
+    undocumented.
+    """
+    tags = set(route.tags)
+    if "QIDO-RS" in tags:
+        return {200: {"description": "Matches (DICOM JSON)", "content": _DICOM_JSON}, "default": _PROBLEM}
+    if "STOW-RS" in tags:
+        report = {"description": "Store Instances Response (DICOM JSON)", "content": _DICOM_JSON}
+        return {200: report, 202: report, 409: report, "default": _PROBLEM}
+    if route.path.endswith(("/rendered", "/thumbnail")):
+        content = _RENDERED
+    elif route.path.endswith("/metadata"):
+        content = _DICOM_JSON
+    else:
+        content = _RETRIEVED
+    return {200: {"description": "The requested content", "content": content}, "default": _PROBLEM}
 
 
 def create_app(

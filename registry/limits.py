@@ -80,9 +80,13 @@ class HttpLimits:
 
 
 def registry_http_limits(max_request_bytes: int) -> HttpLimits:
-    """The registry's limits: SOAP requests (ITI-41 carries documents) up to ``max_request_bytes``
-    (the setting the SOAP route enforces itself), 64 KiB for anything else (MHD is read-only)."""
-    rules = (BodyLimit("POST", re.compile(r"/xds/(repository|registry)"), max_request_bytes),)
+    """The registry's limits: 64 KiB bodies (MHD is read-only), SOAP requests ``2 × max_request_bytes + 1 MiB``.
+
+    The SOAP route enforces ``max_request_bytes`` itself and answers with a SOAP Fault, which is what
+    an XDS.b client understands; the fence sits above it so that it only stops what the route would
+    otherwise keep reading.
+    """
+    rules = (BodyLimit("POST", re.compile(r"/xds/(repository|registry)"), 2 * max_request_bytes + _MiB),)
     return HttpLimits(max_body_bytes=64 * _KiB, body_limits=rules)
 
 

@@ -85,7 +85,15 @@ def _int_param(value: str | None, name: str, default: int, maximum: int) -> int:
 
 def create_mhd_router() -> APIRouter:
     """The FHIR routes, every one behind :func:`~registry.deps.authenticate_bearer`."""
-    router = APIRouter(prefix="/fhir", route_class=FhirRoute, dependencies=[Depends(authenticate_bearer)], tags=["MHD"])
+    # Documented for clients holding the registry to its schema: FHIR JSON (or the document's own type for
+    # Binary) on success, an OperationOutcome for every refusal (FhirRoute maps them all).
+    fhir_json: dict[str, Any] = {FHIR_JSON: {"schema": {"type": "object"}}}
+    responses: dict[int | str, dict[str, Any]] = {
+        200: {"description": "FHIR resource (Binary: the document's bytes)", "content": {**fhir_json, "*/*": {}}},
+        "default": {"description": "Refusal: FHIR OperationOutcome", "content": fhir_json},
+    }
+    router = APIRouter(prefix="/fhir", route_class=FhirRoute, dependencies=[Depends(authenticate_bearer)], tags=["MHD"],
+                       responses=responses)
 
     @router.get("/DocumentReference", summary="ITI-67 Find Document References")
     def find_document_references(request: Request, ctx: ContextDep) -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, Depends, Response
 from lxml import etree
@@ -47,7 +48,15 @@ def _answer(
 
 def create_xds_router() -> APIRouter:
     """The SOAP routes, every one behind :func:`~registry.deps.authenticate_soap`."""
-    router = APIRouter(route_class=SoapRoute, dependencies=[Depends(authenticate_soap)], tags=["XDS.b"])
+    # Documented for clients holding the registry to its schema: SOAP 1.2 (MTOM: multipart/related) answers,
+    # and a SOAP Fault with its HTTP status (SOAP 1.2 Part 2 §7.5.2) for every refusal.
+    soap: dict[str, Any] = {"application/soap+xml": {"schema": {"type": "string"}}}
+    responses: dict[int | str, dict[str, Any]] = {
+        200: {"description": "SOAP 1.2 response (MTOM)", "content": {**soap, "multipart/related": {}}},
+        "default": {"description": "SOAP 1.2 Fault", "content": soap},
+    }
+    router = APIRouter(route_class=SoapRoute, dependencies=[Depends(authenticate_soap)], tags=["XDS.b"],
+                       responses=responses)
 
     @router.post("/xds/repository", response_class=Response, summary="Document Repository: ITI-41, ITI-43")
     def repository(call: SoapCallDep, ctx: ContextDep) -> Response:
