@@ -290,8 +290,9 @@ class AuditStore:
 
     ``signing_key`` turns on signed checkpoints in ``checkpoints_path`` (default next to the database,
     :func:`checkpoints_path_for`); ``on_recorded`` is called after each commit with the event, its ``seq``
-    and ``hash`` (a syslog forwarder) and must not block — its errors are logged, never raised, because
-    the database is the trail of record.
+    and ``hash`` (a syslog forwarder), ``on_checkpoint`` with each signed checkpoint line; both run under
+    the store's lock, so they must not block — their errors are logged, never raised, because the database
+    is the trail of record.
     """
 
     def __init__(
@@ -304,6 +305,7 @@ class AuditStore:
         checkpoint_every: int = 64,
         checkpoint_interval_s: float = 60.0,
         on_recorded: Callable[[AuditEvent, int, str], None] | None = None,
+        on_checkpoint: Callable[[dict[str, object]], None] | None = None,
     ) -> None:
         if checkpoint_every < 1:
             raise ValueError("checkpoint_every must be at least 1")
@@ -322,6 +324,7 @@ class AuditStore:
         self._every = checkpoint_every
         self._interval = checkpoint_interval_s
         self._on_recorded = on_recorded
+        self._on_checkpoint = on_checkpoint
         self._checkpointed = self._signer.last_seq() if self._signer is not None else 0
         self._head = 0
         self._last_checkpoint_time = time.monotonic()
@@ -335,13 +338,14 @@ class AuditStore:
 
     @classmethod
     def for_node(cls, settings: NodeSettings, *,
-                 on_recorded: Callable[[AuditEvent, int, str], None] | None = None) -> AuditStore:
+                 on_recorded: Callable[[AuditEvent, int, str], None] | None = None,
+                 on_checkpoint: Callable[[dict[str, object]], None] | None = None) -> AuditStore:
         """The node's store at ``<data_dir>/audit.sqlite``, checkpoints signed with ``tls.key_file`` when set."""
         key = load_signing_key(settings.tls.key_file) if settings.tls.key_file is not None else None
         if key is None:
             _log.warning("audit: no tls.key_file; the trail is hash-chained but NOT checkpointed (no signing key)")
         return cls(settings.storage.data_dir / "audit.sqlite", signing_key=key, node=settings.name,
-                   on_recorded=on_recorded)
+                   on_recorded=on_recorded, on_checkpoint=on_checkpoint)
 
     def record(self, event: AuditEvent) -> None:
         body = _body_of(event)
@@ -364,13 +368,15 @@ class AuditStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._head = seq
+            if self._on_recorded is not None:
+                # Under the lock (the hook only enqueues): a copy sees events in seq order, each before
+                # the checkpoint that covers it.
+                try:
+                    self._on_recorded(event, seq, digest)
+                except Exception:  # the forwarder is a copy; the committed row is the record
+                    _log.exception("audit: forwarding event %s failed", seq)
             if self._signer is not None and (seq % self._every == 0 or self._interval_due()):
                 self._checkpoint_locked()
-        if self._on_recorded is not None:
-            try:
-                self._on_recorded(event, seq, digest)
-            except Exception:  # the forwarder is a copy; the committed row is the record
-                _log.exception("audit: forwarding event %s failed", seq)
 
     def _interval_due(self) -> bool:
         return self._interval > 0 and time.monotonic() - self._last_checkpoint_time >= self._interval
@@ -387,8 +393,13 @@ class AuditStore:
         self._last_checkpoint_time = time.monotonic()
         if head is None or head[1] is None:
             return None
-        self._signer.write(head[0], head[1])
+        line = self._signer.write(head[0], head[1])
         self._checkpointed = self._head = head[0]
+        if self._on_checkpoint is not None:
+            try:
+                self._on_checkpoint(line)
+            except Exception:
+                _log.exception("audit: forwarding checkpoint %s failed", head[0])
         return int(head[0])
 
     def _tick(self) -> None:

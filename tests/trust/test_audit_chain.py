@@ -1,5 +1,7 @@
 """The audit trail is tamper-evident: every tampering of issue #7's acceptance is caught by ``drimbox audit verify``.
 
+Also: the FHIR export of a patient's accesses, concurrent writers, and the RFC 5424/5425 syslog copy.
+
 Each test writes a real trail through :class:`AuditStore` (checkpoints signed with a TestCA node key),
 tampers with the SQLite file or the checkpoint file the way an attacker with file access would, and runs
 the real command line as a subprocess against a real node settings file.
@@ -9,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,6 +24,8 @@ from pathlib import Path
 
 import pytest
 import tomli_w
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from drimbox.devnet.pki import TestCA
 from drimbox.trust.audit import (
@@ -33,6 +39,7 @@ from drimbox.trust.audit import (
     read_records,
 )
 from drimbox.trust.audit_fhir import fhir_audit_event
+from drimbox.trust.audit_syslog import SyslogForwarder, tls_client_context
 from drimbox.trust.audit_verify import load_verify_key, verify_audit
 
 INS_A = "1850297123456"
@@ -407,3 +414,117 @@ def test_fhir_mapping_of_an_event_without_a_user() -> None:
     assert resource["agent"] == [{"requestor": True, "who": {"display": "127.0.0.9"},
                                   "network": {"address": "127.0.0.9", "type": "2"}}]
     assert resource["source"]["site"] == "site-a"
+
+
+class Collector:
+    """A minimal RFC 5425 syslog collector on loopback: TLS (client certificate required), octet-counted frames."""
+
+    def __init__(self, ca: TestCA, port: int = 0) -> None:
+        issued = ca.issue("collector", hosts=["127.0.0.1"])
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca.cert_path))
+        self.context.load_cert_chain(str(issued.cert_path), str(issued.key_path))
+        self.context.verify_mode = ssl.CERT_REQUIRED
+        self.listener = socket.create_server(("127.0.0.1", port))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.messages: list[bytes] = []
+        self.peers: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                raw, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            raw.settimeout(5.0)
+            with self.context.wrap_socket(raw, server_side=True) as conn:
+                cert = x509.load_der_x509_certificate(conn.getpeercert(binary_form=True) or b"")
+                self.peers.append(str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value))
+                buffer = b""
+                while not self._stop.is_set():
+                    try:
+                        chunk = conn.recv(65536)
+                    except (TimeoutError, ssl.SSLError, OSError):
+                        break
+                    if not chunk:
+                        break
+                    buffer += chunk
+                    while b" " in buffer:
+                        length, _, rest = buffer.partition(b" ")
+                        if len(rest) < int(length):
+                            break
+                        self.messages.append(rest[:int(length)])
+                        buffer = rest[int(length):]
+
+    def wait_for(self, count: int) -> list[bytes]:
+        deadline = time.monotonic() + 15
+        while len(self.messages) < count:
+            assert time.monotonic() < deadline, f"collector got {len(self.messages)} of {count} messages"
+            time.sleep(0.05)
+        return self.messages
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.listener.close()
+
+
+def test_events_and_checkpoints_are_forwarded_to_a_tls_syslog_collector(node: Node) -> None:
+    collector = Collector(node.ca)
+    client = node.ca.issue("site-a-syslog")
+    forwarder = SyslogForwarder("127.0.0.1", collector.port,
+                                tls_client_context(node.ca.cert_path, client.cert_path, client.key_path),
+                                hostname="site-a", retry_s=0.2)
+    store = node.store(checkpoint_every=2, on_recorded=forwarder, on_checkpoint=forwarder.checkpoint)
+    try:
+        store.record(AuditEvent(action="wado.kos-scope", outcome="refused", node="site-c", detail='say "no"]'))
+        store.record(AuditEvent(action="contextual-call", outcome="success", patient_ins=INS_A, emergency=True))
+        messages = collector.wait_for(3)  # two events, then the checkpoint at seq 12
+    finally:
+        store.close()
+        forwarder.close()
+        collector.close()
+    assert collector.peers == ["site-a-syslog"]
+    assert forwarder.dropped == 0
+    records = {r.seq: r for r in read_records(node.db)}
+    refused, emergency, checkpoint = (m.decode("utf-8") for m in messages[:3])  # seq order, then its checkpoint
+    # <PRI>: facility 13 (log audit) * 8 + severity 4 (warning) / 6 (informational).
+    assert refused.startswith("<108>1 ") and emergency.startswith("<110>1 ")
+    header, _, body = refused.partition("\ufeff")
+    fields = header.split(" ")
+    assert fields[2:4] == ["site-a", "drimbox"] and fields[5] == "wado.kos-scope"
+    assert f'[drimbox@32473 seq="11" hash="{records[11].hash}" outcome="refused"]' in header
+    assert json.loads(body)["outcomeDesc"] == 'say "no"]'
+    resource = json.loads(emergency.partition("\ufeff")[2])
+    assert resource["resourceType"] == "AuditEvent" and resource["purposeOfEvent"][0]["coding"][0]["code"] == "ETREAT"
+    assert " checkpoint " in checkpoint and f'seq="12" hash="{records[12].hash}"' in checkpoint
+
+
+def test_forwarder_resends_once_the_collector_is_up(node: Node) -> None:
+    """The collector is down when the events are recorded: they are queued, not lost, and recording never waits."""
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there yet
+    client = node.ca.issue("site-a-syslog")
+    forwarder = SyslogForwarder("127.0.0.1", port, tls_client_context(node.ca.cert_path, client.cert_path,
+                                                                      client.key_path),
+                                hostname="site-a", retry_s=0.1, connect_timeout_s=1.0)
+    store = node.store(on_recorded=forwarder)
+    collector: Collector | None = None
+    try:
+        started = time.monotonic()
+        for n in range(3):
+            store.record(AuditEvent(action="import", outcome="success", detail=str(n)))
+        assert time.monotonic() - started < 2.0
+        time.sleep(0.3)
+        collector = Collector(node.ca, port)
+        messages = collector.wait_for(3)
+    finally:
+        store.close()
+        forwarder.close()
+        if collector is not None:
+            collector.close()
+    assert [json.loads(m.decode().partition("\ufeff")[2])["outcomeDesc"] for m in messages] == ["0", "1", "2"]
