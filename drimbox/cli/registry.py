@@ -30,7 +30,7 @@ def serve(
     ] = None,
     public_url: Annotated[str | None, typer.Option(help="Base URL clients see (MHD attachment URLs).")] = None,
     whitelist_nodes: Annotated[
-        Path | None, typer.Option(help="TOML [[nodes]] of the trust list served signed at GET /whitelist.")
+        Path | None, typer.Option(help="TOML file of the nodes (array of tables 'nodes') served signed at /whitelist.")
     ] = None,
     whitelist_cert: Annotated[
         Path | None, typer.Option(help="PEM: trust list signer certificate, then its CA certificates.")

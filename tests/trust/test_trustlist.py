@@ -535,3 +535,49 @@ def test_devnet_files_feed_the_registry_and_the_node(tmp_path: Path) -> None:
 
     static = peer_policy_from_settings(NodeSettings(pacs=pacs, peers={"hosts": ["127.0.0.2"]}))  # type: ignore[arg-type]
     assert isinstance(static, HostListPolicy)
+
+
+def test_registry_cli_serves_the_whitelist(tmp_path: Path) -> None:
+    """``drimbox registry serve --whitelist-*`` (a real process on loopback) publishes a list a node accepts."""
+    import subprocess
+    import sys
+
+    import httpx
+
+    from drimbox.devnet.trustlist import write_trust_list_files
+
+    devnet_ca = TestCA.create(tmp_path / "pki")
+    files = write_trust_list_files(devnet_ca, tmp_path / "signer", [
+        ListedNode(7, "127.0.0.2", "", "Demo site-a", "CN=site-a", "ops@devnet.test"),
+    ])
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "drimbox", "registry", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--data-dir", str(tmp_path / "registry"), *files.registry_args()],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else "registry exited"
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "registry did not start"
+            time.sleep(0.1)
+        settings = TrustListSettings(**files.node_settings(f"{base}/whitelist"))
+        policy = TrustListPolicy.from_settings(settings)
+        refresher = TrustListRefresher.from_settings(policy, settings)
+        assert refresher is not None
+        try:
+            result = refresher.refresh_once()
+        finally:
+            refresher.stop()
+        assert result is not None, refresher.last_error
+        assert [(e.identifiant, e.db) for e in result.entries] == [("7", "127.0.0.2")]
+    finally:
+        process.terminate()
+        process.wait(15)
