@@ -45,20 +45,20 @@ def _since(value: str) -> datetime:
 @audit_app.command("verify")
 def verify(
     config: ConfigOption,
-    public_key: Annotated[Path | None, typer.Option(
-        "--public-key", help="PEM certificate or public key that signs the checkpoints (default: tls.cert_file).",
-        exists=True, dir_okay=False)] = None,
+    public_keys: Annotated[list[Path] | None, typer.Option(
+        "--public-key", help="PEM certificate or public key that signs the checkpoints (default: tls.cert_file); "
+        "repeat it for the keys before a certificate renewal.", exists=True, dir_okay=False)] = None,
 ) -> None:
     """Check the hash chain and the signed checkpoints; exit 1 and list the findings if tampered."""
     settings = load_node_settings(config)
-    key_file = public_key or settings.tls.cert_file
-    if key_file is None:
+    key_files = public_keys or ([settings.tls.cert_file] if settings.tls.cert_file is not None else [])
+    if not key_files:
         raise ConfigError("no key to verify the checkpoints: set tls.cert_file or pass --public-key",
                           key="tls.cert_file")
     db = _db_path(settings)
     if not db.exists():
         raise ConfigError(f"{db}: no audit database", key="storage.data_dir")
-    report = verify_audit(db, checkpoints_path_for(db), load_verify_key(key_file))
+    report = verify_audit(db, checkpoints_path_for(db), [load_verify_key(path) for path in key_files])
     summary = (f"{report.records} records (seq {report.first_seq}..{report.last_seq}), {report.checkpoints} "
                f"signed checkpoints, last at seq {report.last_checkpoint_seq}, {report.uncovered} not yet covered")
     if report.ok:

@@ -276,6 +276,20 @@ def test_edited_checkpoint_is_detected(node: Node) -> None:
     assert {"checkpoint-forged", "checkpoint-unreadable"} <= kinds(node)
 
 
+def test_checkpoints_of_a_renewed_key_verify_with_both_keys(node: Node) -> None:
+    """After a certificate renewal the old checkpoints verify with the old key, the new ones with the new key."""
+    renewed = node.ca.issue("site-a-2026")
+    store = AuditStore(node.db, signing_key=load_signing_key(renewed.key_path), node="site-a", checkpoint_interval_s=0)
+    store.record(AuditEvent(action="import", outcome="success"))
+    store.close()
+    status, output = verify_cli(node)  # tls.cert_file alone: the new checkpoint is not its signature
+    assert status == 1 and "checkpoint-forged seq=11" in output
+    done = subprocess.run([sys.executable, "-m", "drimbox", "audit", "verify", "--config", str(node.config),
+                           "--public-key", str(node.cert), "--public-key", str(renewed.cert_path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_deleted_checkpoint_file_is_detected(node: Node) -> None:
     node.checkpoints.unlink()
     status, output = verify_cli(node)
