@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from drimbox.config import AuthSettings
 from drimbox.errors import ConfigError, Unauthenticated
 from drimbox.trust import JwtVerifier, mint_token
+from drimbox.trust.tokens import check_acr
 
 ISSUER = "https://idp.test/realms/demo"
 
@@ -96,3 +97,48 @@ def test_rsa_key_accepted_when_configured() -> None:
     verifier = JwtVerifier(AuthSettings(issuer=ISSUER, algorithms=("RS256",)), rsa_key.public_key())
     token = mint_token(rsa_key, issuer=ISSUER, audience="drimbox", subject="s", algorithm="RS256")
     assert verifier.verify(token).subject == "s"
+
+
+def test_iat_in_the_future_refused(key: ec.EllipticCurvePrivateKey, verifier: JwtVerifier) -> None:
+    future = int(time.time()) + 3600
+    with pytest.raises(Unauthenticated, match="iat"):
+        verifier.verify(jwt.encode(_claims(iat=future, exp=future + 60), key, algorithm="ES256"))
+
+
+def test_key_type_must_match_the_algorithm() -> None:
+    # An RSA issuer key with ES256 on the allow-list: an ES256 token cannot be checked against it.
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    verifier = JwtVerifier(AuthSettings(issuer=ISSUER, algorithms=("ES256", "RS256")), rsa_key.public_key())
+    ec_token = jwt.encode(_claims(), ec.generate_private_key(ec.SECP256R1()), algorithm="ES256")
+    with pytest.raises(Unauthenticated, match="does not match the issuer key type"):
+        verifier.verify(ec_token)
+    p384 = JwtVerifier(AuthSettings(issuer=ISSUER), ec.generate_private_key(ec.SECP384R1()).public_key())
+    with pytest.raises(Unauthenticated, match="does not match the issuer key type"):
+        p384.verify(jwt.encode(_claims(), ec.generate_private_key(ec.SECP256R1()), algorithm="ES256"))
+
+
+@pytest.mark.parametrize(("acr", "required", "accepted"), [
+    ("eidas1", None, True), (None, None, True), ("eidas1", "eidas1", True), ("eidas3", "eidas2", True),
+    ("eidas1", "eidas2", False), (None, "eidas1", False), ("", "eidas1", False), ("custom", "eidas1", False),
+    ("custom", "custom", True),
+])
+def test_acr_levels(acr: str | None, required: str | None, accepted: bool) -> None:
+    claims = {} if acr is None else {"acr": acr}
+    if accepted:
+        check_acr(claims, required)
+    else:
+        with pytest.raises(Unauthenticated, match="acr"):
+            check_acr(claims, required)
+
+
+def test_node_tokens_have_no_user_and_no_acr() -> None:
+    check_acr({"kind": "node"}, "eidas1")
+    with pytest.raises(Unauthenticated, match="acr"):
+        check_acr({"kind": "practitioner"}, "eidas1")
+
+
+def test_one_key_source_only(key: ec.EllipticCurvePrivateKey) -> None:
+    with pytest.raises(ConfigError, match="one issuer key source"):
+        JwtVerifier(AuthSettings(issuer=ISSUER))
+    verifier = JwtVerifier.from_settings(AuthSettings(issuer=ISSUER))  # no key file: discovery + JWKS
+    assert verifier.keys is not None and verifier.keys.fetches == 0  # nothing fetched before the first token

@@ -427,3 +427,14 @@ def test_introspection_cache_is_bounded_to_60_s() -> None:
     with pytest.raises(ConfigError, match="introspection_cert_file"):
         IntrospectionVerifier.from_settings(AuthSettings(issuer="http://127.0.0.5:1", mode="introspection",
                                                          introspection_client_id="x"))
+
+
+def test_pem_key_mode_still_verifies_the_provider_tokens(idp: OidcProvider, pki: Pki, practitioner_token: str) -> None:
+    # The demo nodes' mode today: auth.public_key_file instead of discovery.
+    public = pki.idp_key.with_name("idp.pub.pem")
+    pem_mode = JwtVerifier.from_settings(_settings(idp, public_key_file=public))
+    assert pem_mode.keys is None
+    assert pem_mode.verify(practitioner_token).rpps == "10101010101"
+    with pytest.raises(Unauthenticated, match="not accepted"):
+        pem_mode.verify(_resign(practitioner_token, {**_header(practitioner_token), "alg": "HS256"},
+                                lambda data: hmac.new(public.read_bytes(), data, hashlib.sha256).digest()))
