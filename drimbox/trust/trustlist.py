@@ -631,7 +631,8 @@ class TrustListRefresher:
     """Fetches the list from ``url`` every ``interval_s`` (first fetch at start) into a :class:`TrustListPolicy`.
 
     A failed fetch or a rejected list keeps the list in force (the policy logs the alert) and is
-    retried after ``min(interval_s, retry_s)``.
+    retried after ``min(interval_s, retry_s)``. With ``save_to``, each list that verified is written
+    there (atomically), so that a restart loads the last good list before its first fetch.
     """
 
     def __init__(
@@ -643,8 +644,10 @@ class TrustListRefresher:
         retry_s: float = 900.0,
         client: httpx.Client | None = None,
         timeout_s: float = 30.0,
+        save_to: Path | None = None,
     ) -> None:
         self.policy = policy
+        self.save_to = save_to
         self.url = url
         self.interval_s = interval_s
         self.retry_s = retry_s
@@ -658,10 +661,13 @@ class TrustListRefresher:
     @classmethod
     def from_settings(cls, policy: TrustListPolicy, settings: TrustListSettings,
                       *, client: httpx.Client | None = None) -> Self | None:
-        """A refresher for ``[trust_list] url`` (``None`` when no URL is configured)."""
+        """A refresher for ``[trust_list] url`` (``None`` when no URL is configured).
+
+        Good lists are saved to ``[trust_list] file`` when set: the file the node loads at start.
+        """
         if settings.url is None:
             return None
-        return cls(policy, settings.url, interval_s=settings.refresh_s, client=client)
+        return cls(policy, settings.url, interval_s=settings.refresh_s, client=client, save_to=settings.file)
 
     def refresh_once(self) -> TrustList | None:
         """Fetch and install the list once; ``None`` (and ``last_error``) when it failed."""
@@ -690,7 +696,18 @@ class TrustListRefresher:
             self.last_error = exc.reason
             return None
         self.last_error = None
+        if self.save_to is not None:
+            self._save(bytes(body))
         return result
+
+    def _save(self, data: bytes) -> None:
+        assert self.save_to is not None
+        temporary = self.save_to.with_name(f".{self.save_to.name}.tmp")
+        try:
+            temporary.write_bytes(data)
+            temporary.replace(self.save_to)
+        except OSError as exc:
+            log.error("trust list not saved", path=str(self.save_to), error=str(exc))
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -458,7 +458,7 @@ def test_router_serves_the_signed_list(ca: TestCA) -> None:
 
 
 def test_node_refreshes_from_the_registry(served_registry: tuple[str, TrustListPublisher], ca: TestCA,
-                                         ans_root: x509.Certificate) -> None:
+                                         ans_root: x509.Certificate, tmp_path: Path) -> None:
     base_url, _publisher = served_registry
     clock = Clock(AT)
     policy = TrustListPolicy(trusted_cas=[ans_root, ca.cert], signer_cn=ANS_CN, signer_ou=ANS_OU, clock=clock)
@@ -472,7 +472,9 @@ def test_node_refreshes_from_the_registry(served_registry: tuple[str, TrustListP
     finally:
         broken.stop()
 
-    refresher = TrustListRefresher(policy, f"{base_url}/whitelist", interval_s=3600)
+    saved = tmp_path / "cache" / "whitelist.xml"
+    saved.parent.mkdir()
+    refresher = TrustListRefresher(policy, f"{base_url}/whitelist", interval_s=3600, save_to=saved)
     refresher.start()
     try:
         deadline = time.monotonic() + 10
@@ -485,6 +487,10 @@ def test_node_refreshes_from_the_registry(served_registry: tuple[str, TrustListP
     policy.check_url("https://db2.devnet.test/dicomweb/studies/1.2.3")
     with pytest.raises(UntrustedPeer):
         policy.check_url("https://db3.test.mesimagesmedicales.fr/dicomweb/studies/1.2.3")
+
+    # The good list was saved: a restarted node loads it before its first fetch.
+    restarted = TrustListPolicy(trusted_cas=[ca.cert], signer_cn=ANS_CN, signer_ou=ANS_OU)
+    assert restarted.load_file(saved) is not None and restarted.is_trusted_host("db1.devnet.test")
 
 
 def test_refresher_from_settings() -> None:
