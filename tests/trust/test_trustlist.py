@@ -203,6 +203,34 @@ def test_signature_not_last_child(ans_root: x509.Certificate) -> None:
     assert _reason(lambda: _verify_ans(moved, ans_root)) == "signature-not-last"
 
 
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        # SHA-1 is not accepted for the list that decides whom the node talks to.
+        (b"2001/04/xmldsig-more#rsa-sha256", b"2000/09/xmldsig#rsa-sha1"),
+        # A filter that would leave the list itself unsigned.
+        (b">/descendant::ds:Signature<", b">/descendant::*<"),
+        (b'Filter="subtract"', b'Filter="intersect"'),
+        # Without the whole-document reference only the SignedProperties would be signed.
+        (b'URI=""', b'URI="#xades-id-c04d616ad61eb8e95075ef098fa1801e"'),
+    ],
+)
+def test_signature_policy(ans_root: x509.Certificate, old: bytes, new: bytes) -> None:
+    xml = _genuine()
+    assert old in xml
+    assert _reason(lambda: _verify_ans(xml.replace(old, new, 1), ans_root)) == "signature-policy"
+
+
+def test_doctype_and_garbage_are_malformed(ans_root: x509.Certificate) -> None:
+    xml = _genuine()
+    with_doctype = xml.replace(b"?><ListeBlancheDRIM-M", b'?><!DOCTYPE ListeBlancheDRIM-M [<!ENTITY e "x">]>'
+                               b"<ListeBlancheDRIM-M", 1)
+    assert with_doctype != xml
+    assert _reason(lambda: _verify_ans(with_doctype, ans_root)) == "malformed"
+    assert _reason(lambda: _verify_ans(b"\x00not xml", ans_root)) == "malformed"
+    assert _reason(lambda: _verify_ans(b'<other xmlns="urn:x"/>', ans_root)) == "malformed"
+
+
 def test_signing_certificate_v2_mismatch(ans_root: x509.Certificate) -> None:
     xml = _genuine()
     tampered = xml.replace(b"<ds:DigestValue>Uxsc", b"<ds:DigestValue>Vxsc", 1)
