@@ -27,6 +27,7 @@ import tomli_w
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from drimbox.config import load_settings
 from drimbox.devnet.pki import TestCA
 from drimbox.trust.audit import (
     GENESIS_HASH,
@@ -542,3 +543,26 @@ def test_forwarder_resends_once_the_collector_is_up(node: Node) -> None:
         if collector is not None:
             collector.close()
     assert [json.loads(m.decode().partition("\ufeff")[2])["outcomeDesc"] for m in messages] == ["0", "1", "2"]
+
+
+def test_node_store_signs_with_its_tls_key(node: Node) -> None:
+    """``AuditStore.for_node``: the store the node builds from its settings checkpoints with ``tls.key_file``."""
+    settings = load_settings(node.config)
+    store = AuditStore.for_node(settings)
+    try:
+        assert store.path == node.db
+        store.record(AuditEvent(action="registry.find", outcome="success", patient_ins=INS_A))
+    finally:
+        store.close()
+    last = json.loads(node.checkpoints.read_text().splitlines()[-1])
+    assert (last["seq"], last["node"], last["alg"]) == (11, "site-a", "ES256")
+    assert verify_cli(node)[0] == 0
+
+
+def test_verify_without_a_key_is_a_configuration_error(node: Node, tmp_path: Path) -> None:
+    config = tmp_path / "nokey.toml"
+    config.write_text(tomli_w.dumps({"name": "site-a", "pacs": {"aet": "PACS", "host": "127.0.0.1", "port": 4242},
+                                     "storage": {"data_dir": str(node.db.parent)}}))
+    done = subprocess.run([sys.executable, "-m", "drimbox", "audit", "verify", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and "tls.cert_file" in done.stderr
