@@ -147,8 +147,16 @@ class JwksKeys:
         with self._lock:
             now = time.monotonic()
             age = None if self._fetched_at is None else now - self._fetched_at
-            if age is None or age >= self._ttl_s:
+            if age is None:
                 self._fetch()
+            elif age >= self._ttl_s:
+                try:
+                    self._fetch()
+                except Unauthenticated:
+                    if not self._keys and not self._unnamed:
+                        raise
+                    # The provider is down: keep the keys we have, try again after min_refresh_s.
+                    self._fetched_at = now - self._ttl_s + self._min_refresh_s
             found = self._lookup(kid)
             if found is None and age is not None and age < self._ttl_s:
                 # Unknown kid: maybe a rotated key. Refetch, but not more often than min_refresh_s.

@@ -16,7 +16,10 @@ presents it (DESIGN §2b): :func:`check_token_client`.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import json
 import time
 import uuid
 from collections.abc import Collection, Mapping
@@ -25,8 +28,10 @@ from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.x509 import load_pem_x509_certificate
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from drimbox.config import AuthSettings
 from drimbox.errors import ConfigError, Unauthenticated
@@ -40,6 +45,7 @@ __all__ = [
     "build_token_verifier",
     "check_acr",
     "check_token_client",
+    "key_thumbprint",
     "load_public_key",
     "mint_token",
     "principal_from_claims",
@@ -225,6 +231,20 @@ def _opt_str(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+def key_thumbprint(public_key: PublicKeyTypes) -> str:
+    """RFC 7638 JWK thumbprint: the ``kid`` the demo provider (provider.mjs) gives the same key."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        jwk = json.loads(ECAlgorithm.to_jwk(public_key))
+        members = {"crv": jwk["crv"], "kty": "EC", "x": jwk["x"], "y": jwk["y"]}
+    elif isinstance(public_key, rsa.RSAPublicKey):
+        jwk = json.loads(RSAAlgorithm.to_jwk(public_key))
+        members = {"e": jwk["e"], "kty": "RSA", "n": jwk["n"]}
+    else:
+        raise ValueError(f"no thumbprint for a {type(public_key).__name__}")
+    digest = hashlib.sha256(json.dumps(members, separators=(",", ":")).encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
 def mint_token(
     private_key: PrivateKeyTypes,
     *,
@@ -238,14 +258,23 @@ def mint_token(
     client_id: str | None = None,
     ttl_s: int = 3600,
     algorithm: str = "ES256",
+    acr: str | None = "eidas1",
 ) -> str:
-    """Sign a token as the development network's identity provider does (never used by a node)."""
+    """Sign a token as the development network's identity provider does (never used by a node).
+
+    Like the provider's tokens it names its key (``kid``: RFC 7638 thumbprint) and carries the ``acr``
+    of the provider's logins, so it verifies alike in public-key and in discovery/JWKS mode.
+    """
     now = int(time.time())
     claims: dict[str, Any] = {
         "iss": issuer, "aud": audience, "sub": subject, "iat": now, "nbf": now, "exp": now + ttl_s,
         "jti": str(uuid.uuid4()), "kind": kind,
     }
-    for key, value in (("rpps", rpps), ("role", role), ("name", name), ("azp", client_id)):
+    for key, value in (("rpps", rpps), ("role", role), ("name", name), ("azp", client_id), ("acr", acr)):
         if value is not None:
             claims[key] = value
-    return jwt.encode(claims, private_key, algorithm=algorithm)  # type: ignore[arg-type]
+    headers: dict[str, Any] | None = None
+    public = private_key.public_key()
+    if isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        headers = {"kid": key_thumbprint(public)}
+    return jwt.encode(claims, private_key, algorithm=algorithm, headers=headers)  # type: ignore[arg-type]

@@ -41,7 +41,7 @@ from drimbox.trust import Authenticated, Principal, include_protected
 from drimbox.trust.introspection import IntrospectionVerifier
 from drimbox.trust.jwks import JwksKeys
 from drimbox.trust.oidc import pkce_challenge
-from drimbox.trust.tokens import JwtVerifier, build_token_verifier, check_token_client
+from drimbox.trust.tokens import JwtVerifier, build_token_verifier, check_token_client, mint_token
 
 IDP_HOST = "127.0.0.5"
 CALLBACK = "http://127.0.0.3:9/auth/callback"  # never requested: the flow stops before it
@@ -438,3 +438,24 @@ def test_pem_key_mode_still_verifies_the_provider_tokens(idp: OidcProvider, pki:
     with pytest.raises(Unauthenticated, match="not accepted"):
         pem_mode.verify(_resign(practitioner_token, {**_header(practitioner_token), "alg": "HS256"},
                                 lambda data: hmac.new(public.read_bytes(), data, hashlib.sha256).digest()))
+
+
+def test_dev_token_verifies_in_discovery_mode(verifier: JwtVerifier, idp: OidcProvider, pki: Pki,
+                                              practitioner_token: str) -> None:
+    # `drimbox dev-token` signs with the demo IdP key: same kid (RFC 7638 thumbprint) and acr as the provider's.
+    key = serialization.load_pem_private_key(pki.idp_key.read_bytes(), None)
+    token = mint_token(key, issuer=idp.issuer, audience="drimbox", subject="rpps:10101010101", rpps="10101010101")
+    assert _header(token)["kid"] == _header(practitioner_token)["kid"]
+    assert verifier.verify(token).rpps == "10101010101"
+
+
+def test_cached_keys_outlive_a_provider_outage(pki: Pki, tmp_path: Path) -> None:
+    with _provider(tmp_path, pki.idp_key) as gone:
+        token = client_token(gone, SITE_A)
+        keys = JwksKeys(gone.issuer, ttl_s=0.2, min_refresh_s=0.1)
+        cached = JwtVerifier(_settings(gone), keys=keys)
+        assert cached.verify(token).client_id == "site-a"
+    time.sleep(0.3)  # past the TTL, provider stopped: the refresh fails, the known keys stay in use
+    assert cached.verify(token).client_id == "site-a"
+    with pytest.raises(Unauthenticated, match="unreachable"):
+        JwtVerifier(_settings(gone), keys=JwksKeys(gone.issuer)).verify(token)
