@@ -551,6 +551,10 @@ class TrustListPolicy:
         """Verify and install a local copy of the list; on failure keep the current one (alert logged)."""
         try:
             data = Path(path).read_bytes()
+        except FileNotFoundError:
+            # First start: the refresher saves the first good list there.
+            log.info("no local copy of the trust list yet", path=str(path))
+            return None
         except OSError as exc:
             log.error("trust list file unreadable", path=str(path), error=str(exc), alert=True)
             return None

@@ -437,6 +437,8 @@ def test_policy_from_settings_loads_the_local_file(tmp_path: Path, ans_root: x50
         bad = TrustListPolicy.from_settings(TrustListSettings(file=UNSIGNED, ca_files=(ca_file,)), clock=lambda: AT)
     assert bad.current is None
     assert any(e["log_level"] == "error" and e.get("reason") == "unsigned" for e in logs)
+    first_start = TrustListPolicy.from_settings(TrustListSettings(file=tmp_path / "none-yet.xml"))
+    assert first_start.current is None
 
 
 # -- the registry serves it, a node fetches it ---------------------------------------------------
