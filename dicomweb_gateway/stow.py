@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 
 from fastapi import APIRouter, Request, Response
 from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from starlette.concurrency import run_in_threadpool
 
@@ -45,6 +44,7 @@ from dicomweb_gateway.errors import (
 )
 from dicomweb_gateway.multipart import SpooledPart, spool_parts
 from dicomweb_gateway.negotiation import parse_accept
+from dicomweb_gateway.part10 import READ_ERRORS, length_problem
 from dicomweb_gateway.settings import GatewaySettings
 from dicomweb_gateway.uids import check_uid
 
@@ -145,8 +145,14 @@ def _identify(part: SpooledPart) -> tuple[str, str, str, str] | None:
     """(study, series, SOP class, SOP instance) of a spooled Part 10 file, or ``None`` if unreadable."""
     try:
         ds = dcmread(part.path, stop_before_pixels=True)
-        return (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPClassUID), str(ds.SOPInstanceUID))
-    except (InvalidDicomError, AttributeError, OSError, ValueError, KeyError, TypeError):
+        keys = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPClassUID), str(ds.SOPInstanceUID))
+        # A value cut short or declared longer than the file (a "4 GiB" element) is read leniently by
+        # pydicom; the store would keep a corrupt instance: refuse it here.
+        with part.path.open("rb") as fp:
+            if length_problem(fp, part.size, ds) is not None:
+                return None
+        return keys
+    except READ_ERRORS:
         return None
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import structlog
 from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
 
+from dicomweb_gateway.part10 import READ_ERRORS
 from drimbox.manifest import KOS_SOP_CLASS, NotARejectionNote, read_rejection_note
 from drimbox.publish.jobs import JobKind
 from drimbox.publish.outbox import Outbox
@@ -56,7 +56,8 @@ class RejectionWatcher:
         for path in sorted(self.quarantine_dir.glob("*/*/*.dcm")):
             try:
                 ds = dcmread(path, stop_before_pixels=True)
-            except (InvalidDicomError, OSError) as exc:
+            # Any unreadable file is skipped, not raised: one hostile file must not stop every later note.
+            except READ_ERRORS as exc:
                 log.warning("quarantine: unreadable file left for an operator", path=str(path), error=str(exc))
                 continue
             if str(ds.get("SOPClassUID", "")) != KOS_SOP_CLASS:
@@ -64,6 +65,9 @@ class RejectionWatcher:
             try:
                 note = read_rejection_note(ds)
             except NotARejectionNote:
+                continue
+            except READ_ERRORS as exc:
+                log.warning("quarantine: undecodable KOS left for an operator", path=str(path), error=str(exc))
                 continue
             for study in sorted(note.studies()):
                 rejected = sorted(note.rejected_uids(study))

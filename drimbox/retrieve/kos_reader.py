@@ -28,8 +28,8 @@ from typing import Any
 import pydicom
 import structlog
 from pydicom import Dataset
-from pydicom.errors import InvalidDicomError
 
+from dicomweb_gateway.part10 import READ_ERRORS, length_problem
 from drimbox.errors import DrimboxError
 from drimbox.retrieve.model import InstanceRef, SeriesRef
 
@@ -164,9 +164,14 @@ def _dataset(data: bytes | Dataset) -> Dataset:
     if isinstance(data, Dataset):
         return data
     try:
-        return pydicom.dcmread(io.BytesIO(data), force=False)
-    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError) as exc:
+        ds = pydicom.dcmread(io.BytesIO(data), force=False)
+    except READ_ERRORS as exc:
         raise MalformedKos(f"not a DICOM file ({type(exc).__name__}: {exc})") from exc
+    # pydicom reads a value shorter than its declared length as it is: refuse a cut or lying file.
+    problem = length_problem(io.BytesIO(data), len(data), ds)
+    if problem is not None:
+        raise MalformedKos(f"corrupt DICOM file: {problem}")
+    return ds
 
 
 def read_kos(data: bytes | Dataset, *, zone: tzinfo = UTC) -> KosContent:
@@ -185,7 +190,7 @@ def read_kos(data: bytes | Dataset, *, zone: tzinfo = UTC) -> KosContent:
         return _read(ds, zone)
     except MalformedKos:
         raise
-    except (AttributeError, ValueError, TypeError, KeyError, IndexError) as exc:  # pydicom decoding of bad values
+    except READ_ERRORS as exc:  # pydicom decoding of bad values
         raise MalformedKos(f"unreadable KOS ({type(exc).__name__}: {exc})") from exc
 
 
