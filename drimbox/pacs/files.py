@@ -26,8 +26,8 @@ import shutil
 from pathlib import Path
 
 from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
 
+from dicomweb_gateway.part10 import READ_ERRORS, length_problem
 from drimbox.pacs._uids import is_uid
 from drimbox.pacs.models import RetrievedInstance
 
@@ -52,8 +52,14 @@ def _read_header(path: Path) -> tuple[str, str, str | None, str | None, str]:
     try:
         ds = dcmread(path, stop_before_pixels=True, specific_tags=list(_HEADER_TAGS), defer_size=4096)
         syntax = str(ds.file_meta.TransferSyntaxUID)
-    except (InvalidDicomError, AttributeError, EOFError, ValueError, KeyError) as exc:
+        # Hostile input (issue 7): a value declared past the end of the file (a "4 GiB" element, a cut
+        # data set) is refused here, before it is filed and served (0xC000 to the sender).
+        with path.open("rb") as fp:
+            problem = length_problem(fp, path.stat().st_size, ds)
+    except READ_ERRORS as exc:
         raise UnfileableInstance(f"cannot parse the data set header: {exc}") from exc
+    if problem is not None:
+        raise UnfileableInstance(f"corrupt data set: {problem}")
     study = ds.get("StudyInstanceUID")
     series = ds.get("SeriesInstanceUID")
     for keyword, value in (("StudyInstanceUID", study), ("SeriesInstanceUID", series)):
