@@ -59,7 +59,7 @@ def test_associations_beyond_the_limit_are_rejected(scp: LocalAE) -> None:
                 association.release()
 
 
-def test_hostile_c_store_is_filed_raw_and_the_scp_goes_on(scp: LocalAE, tmp_path: Path) -> None:
+def test_hostile_c_store_is_refused_and_the_scp_goes_on(scp: LocalAE, tmp_path: Path) -> None:
     """A data set claiming a 4 GiB element: the SCP refuses it (0xC000) without reading the claimed value,
     files nothing, and the next association works."""
     hostile = tmp_path / "hostile.dcm"
