@@ -22,6 +22,7 @@ import schemathesis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
@@ -158,7 +159,12 @@ def test_site_face(site_schema: Any, token: str) -> None:
 
 
 def test_network_face(network_schema: Any, token: str) -> None:
-    _run(network_schema, {"Authorization": f"Bearer {token}"})
+    # With a KOS header every request gets past the header check to the manifest scope (a KOS this
+    # node never published: 403); without one it stops at 400 (tests/trust covers that refusal).
+    headers = {"Authorization": f"Bearer {token}", "KOS-SOPInstanceUID": "1.2.250.1.999.1"}
+    with TestClient(network_schema.app) as client:
+        assert client.get("/dicom-web/studies/1.2.3/series/1.2.4", headers=headers).status_code == 403
+    _run(network_schema, headers)
 
 
 def test_registry(registry_schema: Any, issuer: tuple[ec.EllipticCurvePrivateKey, Path]) -> None:
