@@ -19,13 +19,13 @@ import asyncio
 from collections.abc import Callable
 from typing import Protocol
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from pydantic import BaseModel
 
 from drimbox import __version__
 from drimbox.http_errors import install_error_handlers
 from drimbox.limits import HttpLimits, LimitsMiddleware, node_http_limits
-from drimbox.trust import Authenticated, TokenVerifier, include_protected
+from drimbox.trust import Authenticated, TokenVerifier, authenticate, include_protected
 from drimbox.trust.login import LOGIN_PATHS
 
 __all__ = ["PUBLIC_PATHS", "PacsProbe", "create_network_app", "create_site_app"]
@@ -129,11 +129,18 @@ def create_site_app(
 
 def create_network_app(
     *, node_name: str, verifier: TokenVerifier | None, extra_routers: tuple[APIRouter, ...] = (),
-    limits: HttpLimits | None = None,
+    limits: HttpLimits | None = None, peer_check: Callable[..., None] | None = None,
 ) -> FastAPI:
-    """The network-facing app (mutual TLS is enforced by the server that runs it)."""
+    """The network-facing app (mutual TLS is enforced by the server that runs it).
+
+    ``peer_check`` (the trust list's inbound check) runs on every route but liveness, before the token.
+    """
     app = _new_app(f"DRIM-M node {node_name} (network)", verifier, limits)
     app.include_router(_health_router(node_name))
     for router in (_identity_router(), *extra_routers):
-        include_protected(app, router)
+        if peer_check is None:
+            include_protected(app, router)
+        else:
+            # The peer first (an untrusted node learns nothing, not even whether its token is good).
+            app.include_router(router, dependencies=[Depends(peer_check), Depends(authenticate)])
     return app

@@ -37,13 +37,15 @@ from drimbox.retrieve.viewing import RemoteNodeStore, RemoteStudies, SiteStore
 from drimbox.retrieve.xdm import XdmOrigin
 from drimbox.retrieve.xdm_api import xdm_router
 from drimbox.stores import build_dicomweb, network_dicomweb_router, prefetch_router, site_dicomweb_router
-from drimbox.trust import JwtVerifier, TokenVerifier
+from drimbox.trust import TokenVerifier
 from drimbox.trust.audit import AuditStore
 from drimbox.trust.login import auth_router
 from drimbox.trust.oidc import OidcRelyingParty
-from drimbox.trust.peers import HostListPolicy, network_client
+from drimbox.trust.peers import inbound_peer_check, network_client
 from drimbox.trust.scope import ManifestIndex, ScopedAuditStore, kos_scope_dependency
 from drimbox.trust.sessions import BrowserSessions, SessionStore
+from drimbox.trust.tokens import build_token_verifier
+from drimbox.trust.trustlist import TrustListPolicy, TrustListRefresher, peer_policy_from_settings
 from drimbox.viewer.dist import ohif_dist
 from drimbox.viewer.serve import mount_viewer
 from drimbox.web import ContextualCalls, public_router, published_study_lookup, web_router, xdm_exporter
@@ -61,7 +63,7 @@ def build_verifier(settings: NodeSettings) -> TokenVerifier | None:
         log.warning("DEV MODE: authentication is OFF, every caller is treated as the developer",
                     node=settings.name)
         return None
-    return JwtVerifier.from_settings(settings.auth)
+    return build_token_verifier(settings.auth)
 
 
 def _directory(settings: NodeSettings) -> RegistryDirectory | None:
@@ -105,7 +107,8 @@ class Node:
         self.pacs = PacsClient(local=settings.local, remote=settings.pacs, dimse=settings.dimse,
                                mediator=self.mediator)
         label = f"{settings.pacs.aet}@{settings.pacs.host}:{settings.pacs.port}"
-        self.audit = AuditStore(settings.storage.data_dir / "audit.sqlite")
+        # Hash-chained, with checkpoints signed by the node's key (tls.key_file) kept outside the database.
+        self.audit = AuditStore.for_node(settings)
         self.dicomweb = build_dicomweb(settings, mediator=self.mediator)
         # F1/F3: the MLLP listener ACKs a report once the outbox has committed its job.
         self.publication = PublicationService(settings, self.pacs, node_kos_factory(settings))
@@ -114,7 +117,10 @@ class Node:
         self.iocm = RejectionWatcher(settings.storage.quarantine_dir, settings.storage.data_dir / "iocm",
                                      self.publication.outbox, poll_s=settings.publish.iocm_poll_s)
         # Consumer side (F7, F9): RetrieveURLs are followed to trust-listed nodes only, over mutual TLS.
-        self.peer_policy = HostListPolicy(settings.peers.hosts)
+        # The signed national trust list when configured ([trust_list]), else the static [peers] hosts.
+        self.peer_policy = peer_policy_from_settings(settings)
+        self.trust_list_refresher = TrustListRefresher.from_settings(self.peer_policy, settings.trust_list) \
+            if isinstance(self.peer_policy, TrustListPolicy) else None
         self.peer_client = network_client(settings) if settings.tls.cert_file is not None else None
         self.remote_studies = RemoteStudies()
         self.retriever = StudyRetriever(settings, self.peer_policy, self.peer_client) \
@@ -179,13 +185,17 @@ class Node:
                                         public_routers=tuple(public_routers), page_routers=tuple(page_routers),
                                         mount=_viewer_mount(settings))
         self.site_app.state.session_store = self.sessions
+        peer_check = inbound_peer_check(self.peer_policy, self.audit) \
+            if isinstance(self.peer_policy, TrustListPolicy) else None
         self.network_app = create_network_app(node_name=settings.name, verifier=self.verifier,
-                                              extra_routers=network_routers)
+                                              extra_routers=network_routers, peer_check=peer_check)
 
     def start(self) -> None:
         """Start the DIMSE SCP."""
         for directory in (self.settings.storage.incoming_dir, self.settings.storage.quarantine_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        if self.trust_list_refresher is not None:
+            self.trust_list_refresher.start()  # the last good list (local copy) is in force until a new one verifies
         self.scp.start()
         self.publication.start()  # resumes the jobs a previous run left in flight
         self.iocm.start()
@@ -197,6 +207,8 @@ class Node:
         self.hl7.stop()
         self.scp.stop()
         self.dimse_face.close()
+        if self.trust_list_refresher is not None:
+            self.trust_list_refresher.stop()
         if self.import_jobs is not None:
             self.import_jobs.close()
         self.retention.stop()

@@ -36,9 +36,11 @@ from drimbox.devnet.orthanc import OrthancProcess
 from drimbox.devnet.pki import TestCA
 from drimbox.devnet.ports import free_port
 from drimbox.devnet.process import ChildProcess, DevnetError, stop_all, tail
+from drimbox.devnet.trustlist import TrustListFiles, write_trust_list_files
 from drimbox.reports import INS_NIR_OID, INS_NIR_TEST_OID
 from drimbox.testdata import GeneratedStudy
 from drimbox.testdata.cda import PARIS, ReportSpec, make_report_cda
+from registry.trustlist import ListedNode
 
 __all__ = ["DEMO_ACCOUNTS", "DEMO_AUDIENCE", "DemoNetwork", "SitePlan", "demo_oru"]
 
@@ -128,6 +130,7 @@ class DemoNetwork:
         self._orthancs: dict[str, OrthancProcess] = {}
         self._children: list[ChildProcess] = []
         self.ca: TestCA | None = None
+        self.trust_list_files: TrustListFiles | None = None
 
     # -- start ------------------------------------------------------------------------------------
 
@@ -157,6 +160,18 @@ class DemoNetwork:
         self.ca.issue("registry", hosts=[REGISTRY_ADDRESS, "registry.localhost", "localhost"])
         self.ca.issue("tool", hosts=["127.0.0.1"], server=False)
         self.ca.issue_signing_key("idp")
+        # F11: the registry publishes the signed list of the network's nodes; the test tool of the
+        # contract (endpoints.json "tls") is listed too, as if it were a consumer node.
+        listed = [ListedNode(i, s.address, s.address, f"Demo {s.name}", f"CN={s.name}", "support@devnet.invalid")
+                  for i, s in enumerate(self.sites, 1)]
+        listed.append(ListedNode(len(listed) + 1, "127.0.0.1", "127.0.0.1", "Outil de test", "CN=tool",
+                                 "support@devnet.invalid"))
+        self.trust_list_files = write_trust_list_files(self.ca, pki / "trustlist", listed)
+
+    def _trust_list(self) -> TrustListFiles:
+        if self.trust_list_files is None:
+            raise DevnetError("the trust list is made with the PKI, before anything starts")
+        return self.trust_list_files
 
     @property
     def issuer(self) -> str:
@@ -221,6 +236,7 @@ class DemoNetwork:
                 str(self.workdir / "pki" / "idp.pub.pem"),
                 "--public-url",
                 self.registry_url,
+                *self._trust_list().registry_args(),
             ],
         )
 
@@ -277,6 +293,9 @@ class DemoNetwork:
                         "publish_cda": True},
             # F7: RetrieveURLs are followed to the demo's sites only (the static stand-in for the trust list).
             "peers": {"hosts": [s.address for s in self.sites]},
+            # F11: the signed list from the registry supersedes [peers]; the last good copy is kept on disk.
+            "trust_list": {**self._trust_list().node_settings(f"{self.registry_url}/whitelist"),
+                           "file": str(site_dir / "whitelist.xml")},
             # F8: imports keep the site's own IPP as PatientID, the INS in OtherPatientIDsSequence.
             "retrieve": {"identity_rule": "local", "local_issuer": f"DEMO-{site.name.upper()}",
                          "ins_oids": [INS_NIR_OID, INS_NIR_TEST_OID]},

@@ -8,15 +8,25 @@ signed national list is wired in (trust issue), the list is the static ``[peers]
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import urlsplit
 
 import httpx
+from fastapi import Request
 
 from drimbox.config import NodeSettings
-from drimbox.errors import ConfigError, UntrustedPeer
+from drimbox.errors import ConfigError, Forbidden, UntrustedPeer
+from drimbox.trust.audit import AuditEvent, AuditTrail
 
-__all__ = ["HostListPolicy", "PeerPolicy", "network_client", "network_ssl_context"]
+__all__ = [
+    "HostListPolicy",
+    "InboundPolicy",
+    "PeerPolicy",
+    "inbound_peer_check",
+    "network_client",
+    "network_ssl_context",
+]
 
 
 class PeerPolicy(Protocol):
@@ -59,3 +69,28 @@ def network_client(settings: NodeSettings, *, timeout_s: float | None = None,
     timeout = timeout_s if timeout_s is not None else settings.retrieve.timeout_s
     return httpx.Client(verify=network_ssl_context(settings), timeout=httpx.Timeout(timeout, connect=10.0),
                         follow_redirects=False, transport=transport)
+
+
+class InboundPolicy(Protocol):
+    """Decides whether a peer that connected to the network face is a trust-listed node."""
+
+    def is_trusted_host(self, host: str) -> bool: ...
+
+
+def inbound_peer_check(policy: InboundPolicy, audit: AuditTrail | None = None) -> Callable[[Request], None]:
+    """A FastAPI dependency of the network face: the connecting address must be the ``db`` host of a node
+    on the trust list in force (DESIGN §2b) — a certificate from the right CA is not enough.
+
+    The check is by the peer's address: every node has its own, and the TLS layer has already verified
+    that the peer holds a certificate of the network's CA. Refusals are 403 and audited.
+    """
+
+    def check_peer(request: Request) -> None:
+        host = request.client.host if request.client is not None else ""
+        if not policy.is_trusted_host(host):
+            if audit is not None:
+                audit.record(AuditEvent(action="network.peer", outcome="refused", source=host,
+                                        detail=f"{host} is not on the trust list"))
+            raise Forbidden(f"peer {host or '?'} is not a node on the trust list")
+
+    return check_peer
