@@ -282,7 +282,8 @@ class DemoNetwork:
                 "cert_file": str(pki / f"{site.name}.pem"),
                 "key_file": str(pki / f"{site.name}.key"),
             },
-            "auth": {"issuer": self.issuer, "audience": DEMO_AUDIENCE, "public_key_file": str(pki / "idp.pub.pem")},
+            # Tokens verified by OIDC discovery + JWKS (key rotation), at the eIDAS level Pro Santé Connect gives.
+            "auth": {"issuer": self.issuer, "audience": DEMO_AUDIENCE, "required_acr": "eidas1"},
             # Browser login of the site's users at the demo's identity provider (client id = site name).
             "oidc": {"issuer": self.issuer, "client_id": site.name,
                      "client_secret_file": str(site_dir / "oidc-secret"), "public_url": site.base_url},
