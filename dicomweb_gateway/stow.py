@@ -145,6 +145,9 @@ def _identify(part: SpooledPart) -> tuple[str, str, str, str] | None:
     """(study, series, SOP class, SOP instance) of a spooled Part 10 file, or ``None`` if unreadable."""
     try:
         ds = dcmread(part.path, stop_before_pixels=True)
+        # pydicom decodes values lazily: decode every header value now (nested ones too), so that a
+        # value the store would choke on later (an unknown VR, a wrong length) is refused here.
+        ds.walk(lambda _ds, _elem: None)
         keys = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPClassUID), str(ds.SOPInstanceUID))
         # A value cut short or declared longer than the file (a "4 GiB" element) is read leniently by
         # pydicom; the store would keep a corrupt instance: refuse it here.

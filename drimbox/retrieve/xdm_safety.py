@@ -154,6 +154,10 @@ def _overlap_problems(archive: BinaryIO, infos: list[zipfile.ZipInfo]) -> list[s
     end = archive.tell()
     spans: list[tuple[int, int, str]] = []
     for info in infos:
+        if not 0 <= info.header_offset < end:  # a forged central directory (found by tests/security/test_fuzz.py)
+            problems.append(f"{info.filename!r}: corrupt archive, local header offset {info.header_offset} "
+                            f"outside the {end}-byte file")
+            continue
         archive.seek(info.header_offset)
         raw = archive.read(_LOCAL_HEADER.size)
         if len(raw) < _LOCAL_HEADER.size or raw[:4] != _LOCAL_SIGNATURE:
