@@ -33,6 +33,8 @@ __all__ = [
     "PublishSettings",
     "RegistryClientSettings",
     "RemoteAE",
+    "ScreeningReader",
+    "ScreeningSettings",
     "StorageSettings",
     "TlsSettings",
     "TrustListSettings",
@@ -387,6 +389,37 @@ class ViewerSettings(_Strict):
     """Default language of the node's pages (a user may switch)."""
 
 
+class ScreeningReader(_Strict):
+    """A second reader (L2) of the screening programme and the node they read on."""
+
+    rpps: Annotated[str, Field(pattern=r"^[0-9]{11}$")]
+    node: Annotated[str, Field(pattern=r"^https://")]
+    """Base URL of the reader's node network face (mutual TLS), e.g. ``https://site-b:8443``."""
+    name: str = ""
+
+
+class ScreeningSettings(_Strict):
+    """Organised breast-cancer screening second reads over the network (``drimbox.screening``).
+
+    A PILOT UNDER DEROGATION: the arrêté of 16 January 2024 allows dematerialised second reading only as
+    an experiment, so the feature is off unless a programme switches it on (``enabled``).
+    """
+
+    enabled: bool = False
+    """Switch the pilot on (worklist, API, pages, node-to-node messages)."""
+    programme: bool = False
+    """This node plays the programme's role (CRCDC): it takes requests, assigns them, keeps the dashboard."""
+    programme_url: str | None = None
+    """Network face of the programme's node (readers and L1 sites send status and results there);
+    default, on the programme's own node: its ``http.public_network_url``."""
+    readers: tuple[ScreeningReader, ...] = ()
+    """Programme role: the programme's L2 readers (``[[screening.readers]]``: rpps, node, name)."""
+    max_priors: Annotated[int, Field(ge=0, le=10)] = 2
+    """Prior screening exams prefetched for the reader (most recent first)."""
+    label: str = "Pilote sous dérogation (arrêté du 16 janvier 2024) — seconde lecture dématérialisée"
+    """Shown on every screening page and API answer: this is an experiment under derogation."""
+
+
 _GiB = 1024**3
 
 
@@ -443,6 +476,7 @@ class NodeSettings(BaseSettings):
     trust_list: TrustListSettings = TrustListSettings()
     retrieve: RetrieveSettings = RetrieveSettings()
     viewer: ViewerSettings = ViewerSettings()
+    screening: ScreeningSettings = ScreeningSettings()
     workstations: tuple[RemoteAE, ...] = ()
     """The site's own DICOM workstations and PACS that may query the node and be C-MOVE destinations
     (``[[workstations]]`` tables: aet, host, port); a C-MOVE to an AE not listed is refused."""
