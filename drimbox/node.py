@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import structlog
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from dicomweb_gateway import CachingStore
 from drimbox.app import create_network_app, create_site_app
@@ -36,6 +36,7 @@ from drimbox.retrieve.transfer import StudyRetriever
 from drimbox.retrieve.viewing import RemoteNodeStore, RemoteStudies, SiteStore
 from drimbox.retrieve.xdm import XdmOrigin
 from drimbox.retrieve.xdm_api import xdm_router
+from drimbox.screening import screening_for_node
 from drimbox.stores import build_dicomweb, network_dicomweb_router, prefetch_router, site_dicomweb_router
 from drimbox.trust import TokenVerifier
 from drimbox.trust.audit import AuditStore
@@ -146,15 +147,17 @@ class Node:
         self.scp = NodeScp(local=settings.local, dimse=settings.dimse, storage=settings.storage,
                            mediator=self.mediator, services=[self.dimse_face, self.commitments])
         site_store = self.dicomweb.store
+        self.remote_store: RemoteNodeStore | None = None
         if self.peer_client is not None:
             # The viewer's /dicom-web serves opened remote studies from their source, through the same cache.
             remote = RemoteNodeStore(self.remote_studies, self.peer_client, self.peer_policy,
                                      self.dicomweb.spool.root / "remote")
+            self.remote_store = remote
             site_store = CachingStore(self.dicomweb.cache,
                                       SiteStore(self.dicomweb.upstream, remote, self.remote_studies),
                                       revalidate_after_s=settings.dicomweb.cache_revalidate_s)
         origin = XdmOrigin.from_settings(settings)
-        site_routers = (site_dicomweb_router(site_store, self.dicomweb.site_settings),
+        site_routers: tuple[APIRouter, ...] = (site_dicomweb_router(site_store, self.dicomweb.site_settings),
                         prefetch_router(self.dicomweb.prefetch),
                         xdm_router(origin=origin, work_dir=work_dir, importer=self.importer,
                                    spool_dir=self.dicomweb.spool.root / "xdm", audit=self.audit))
@@ -178,8 +181,17 @@ class Node:
                 calls=self.calls, sessions=browser))
         # F7 source side: only the instances of a KOS this node published, each one served audited.
         scope = kos_scope_dependency(ManifestIndex(self.publication.outbox), self.audit)
-        network_routers = (network_dicomweb_router(ScopedAuditStore(self.dicomweb.store, self.audit),
+        network_routers: tuple[APIRouter, ...] = (network_dicomweb_router(ScopedAuditStore(self.dicomweb.store, self.audit),
                                                    self.dicomweb.network_settings, kos_scope=scope),)
+        # Screening second reads (a pilot under derogation, [screening] enabled): API, pages, node messages.
+        self.screening = screening_for_node(
+            settings, audit=self.audit, directory=self.directory, remote_store=self.remote_store,
+            remote_studies=self.remote_studies, site_store=site_store if self.remote_store is not None else None,
+            client=self.peer_client, policy=self.peer_policy)
+        if self.screening is not None:
+            site_routers = (*site_routers, self.screening.site)
+            page_routers.append(self.screening.pages)
+            network_routers = (*network_routers, self.screening.network)
         self.site_app = create_site_app(node_name=settings.name, verifier=self.verifier, pacs=self.pacs,
                                         pacs_label=label, extra_routers=site_routers,
                                         public_routers=tuple(public_routers), page_routers=tuple(page_routers),
@@ -225,6 +237,8 @@ class Node:
         if self.relying_party is not None:
             self.relying_party.close()
         self.sessions.close()
+        if self.screening is not None:
+            self.screening.service.close()
         self.dicomweb.close()
         self.audit.close()
 

@@ -21,6 +21,7 @@ __all__ = [
     "Outcome",
     "PatientRef",
     "Priority",
+    "L2ReadingIn",
     "Reading",
     "ScreeningRequestIn",
     "is_discordant",
@@ -93,6 +94,20 @@ class Reading(_Model):
         return max(b.category for b in self.breasts)
 
 
+class L2ReadingIn(_Model):
+    """What the second reader enters (who reads comes from their login, not from the form)."""
+
+    date: date
+    breasts: Annotated[tuple[BreastReading, ...], Field(min_length=1, max_length=2)]
+    notes: Annotated[str, Field(max_length=4000)] = ""
+    outcome: Outcome
+
+    def by(self, rpps: str, name: str | None) -> Reading:
+        """The reading, signed by the reader."""
+        return Reading(reader_rpps=rpps, reader_name=name or "", date=self.date, breasts=self.breasts,
+                       notes=self.notes, outcome=self.outcome)
+
+
 class PatientRef(_Model):
     """The screened woman, identified by her INS (strict traits, as the L1 site knows them)."""
 
@@ -137,7 +152,9 @@ class Assignment(_Model):
     kos_uid: Uid
     patient: PatientRef
     reader_rpps: Rpps
-    l1_rpps: Rpps
+    l1: Reading
+    """The first reading: it goes into the result SR and decides discordance; the reading page does not
+    show it before the second reading is recorded (an independent read)."""
     single_breast: Laterality | None = None
     priority: Priority = "routine"
     requested_at: datetime

@@ -155,6 +155,8 @@ def build_result_sr(evidence: Sequence[Dataset], *, request_id: str, l1: Reading
         institution_name=institution or None, is_complete=True, is_final=True, series_description="L2 second read",
         content_date=now.date(), content_time=now.time(),
     )
+    if "OtherPatientIDsSequence" in evidence[0]:
+        sr.OtherPatientIDsSequence = evidence[0].OtherPatientIDsSequence  # the INS, as the images carry it
     return sr
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Boolean, DateTime, LargeBinary, String, create_engine, event, select
 from sqlalchemy.engine import Engine
@@ -29,6 +29,7 @@ from drimbox.screening.model import CaseStatus
 __all__ = ["CaseRow", "Clock", "RequestRow", "ResultRow", "ScreeningStore", "utcnow"]
 
 Clock = Callable[[], datetime]
+_Row = TypeVar("_Row", bound="_Base")
 
 
 def utcnow() -> datetime:
@@ -81,6 +82,7 @@ class CaseRow(_Base):
     done_at: Mapped[datetime | None]
     l2: Mapped[dict[str, Any] | None]
     sr: Mapped[bytes | None] = mapped_column(LargeBinary)
+    delivery_error: Mapped[str | None] = mapped_column(String(500))
 
 
 class ResultRow(_Base):
@@ -242,7 +244,7 @@ class ScreeningStore:
         return [self._fix(r) for r in rows]
 
     @staticmethod
-    def _fix(row: Any) -> Any:
+    def _fix(row: _Row) -> _Row:
         for name in ("created_at", "assigned_at", "result_at", "received_at", "prefetched_at", "opened_at",
                      "done_at"):
             if hasattr(row, name):
