@@ -181,8 +181,9 @@ class Node:
                 calls=self.calls, sessions=browser))
         # F7 source side: only the instances of a KOS this node published, each one served audited.
         scope = kos_scope_dependency(ManifestIndex(self.publication.outbox), self.audit)
-        network_routers: tuple[APIRouter, ...] = (network_dicomweb_router(ScopedAuditStore(self.dicomweb.store, self.audit),
-                                                   self.dicomweb.network_settings, kos_scope=scope),)
+        network_routers: tuple[APIRouter, ...] = (
+            network_dicomweb_router(ScopedAuditStore(self.dicomweb.store, self.audit),
+                                    self.dicomweb.network_settings, kos_scope=scope),)
         # Screening second reads (a pilot under derogation, [screening] enabled): API, pages, node messages.
         self.screening = screening_for_node(
             settings, audit=self.audit, directory=self.directory, remote_store=self.remote_store,

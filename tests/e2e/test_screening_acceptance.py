@@ -1,0 +1,215 @@
+"""Acceptance (issue 8) on the demo network: a screening second read from request to result.
+
+Site A publishes a current and a prior 4-view screening mammography of one woman (the session's demo
+network). Site A — L1 site and programme (CRCDC) in the demo — takes a second-read request (validated
+against the registry and the images' headers), assigns it round-robin, which skips the L1 reader and
+gives it to RPPS 20202020202 at site B; site B's node prefetches the exam and its prior from site A into
+its cache. The reader logs in at site B (the demo's OpenID Connect provider), finds the case ready on the
+worklist, opens it in OHIF (headless Chromium): the four views of the current exam and the four of the
+prior are drawn, each view's burnt-in marker found at its expected place in the screenshot, and not one
+instance more is asked of site A (the viewer reads the cache). The reader records the L2 reading in the
+page; the result SR reaches the programme and the L1 site. Refusals are checked on the same network.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pydicom
+import pytest
+from pydicom import dcmread
+
+from drimbox.testdata.mammography import marker_specs
+from drimbox.trust.audit import event_from_body, read_records
+from tests.browser.harness import new_viewer_context, viewport_geometry, wait_for_images
+from tests.browser.markers import find_markers, load_gray
+from tests.e2e.conftest import Net
+
+MIN_NCC = 0.9
+L1_RPPS, L2_RPPS = "10101010101", "20202020202"
+
+
+def _views(directory: Path) -> tuple[str, dict[str, str]]:
+    """Study Instance UID and SOP Instance UID → view (``RCC``…) of a generated mammography."""
+    views, study = {}, ""
+    for path in directory.rglob("*.dcm"):
+        ds = dcmread(path, stop_before_pixels=True)
+        views[str(ds.SOPInstanceUID)] = f"{ds.ImageLaterality}{ds.ViewPosition}"
+        study = str(ds.StudyInstanceUID)
+    assert sorted(views.values()) == ["LCC", "LMLO", "RCC", "RMLO"], views
+    return study, views
+
+
+def _request_body(net: Net, study_uid: str, *, right: int = 1, left: int = 2) -> dict[str, Any]:
+    patient = net.screened_patient
+    born = patient.birth_date
+    return {
+        "study_uid": study_uid,
+        "patient": {"ins": patient.ins, "ins_oid": patient.ins_oid, "family_name": patient.family,
+                    "given_name": patient.given, "birth_date": f"{born[:4]}-{born[4:6]}-{born[6:]}", "sex": "F"},
+        "l1": {"reader_rpps": L1_RPPS, "reader_name": "Dr Test Radiologue", "date": "2026-12-01",
+               "notes": "Seins denses, pas d'anomalie.",
+               "breasts": [{"laterality": "R", "category": right, "density": "C"},
+                           {"laterality": "L", "category": left, "density": "C"}]},
+    }
+
+
+def _served_by_site_a(net: Net, studies: set[str]) -> int:
+    """Instances (and metadata) of these studies site A's network face has served, from its audit trail."""
+    path = net.settings("site-a").storage.data_dir / "audit.sqlite"
+    events = (event_from_body(r.body) for r in read_records(path))
+    return sum(len(e.sop_instance_uids) for e in events
+               if e.action.startswith("wado.") and e.action.endswith("-served") and e.study_uid in studies)
+
+
+def _login(page: Any, net: Net, account: dict[str, str]) -> None:
+    page.wait_for_selector("input[name=login]", timeout=30000)
+    page.fill("input[name=login]", account["rpps"])
+    page.fill("input[name=password]", account["password"])
+    page.click("button:has-text('Se connecter')")
+    page.click("button:has-text('Autoriser')", timeout=15000)
+
+
+def test_second_read_request_prefetch_reading_in_ohif_and_result(
+    net: Net, chromium: Any, artefacts_dir: Path, browser_report: Callable[[str], None],
+) -> None:
+    started = time.monotonic()
+    site_a, site_b = net.node("site-a")["base_url"], net.node("site-b")["base_url"]
+    current_uid, current_views = _views(net.workdir / "samples" / "mg")
+    prior_uid, prior_views = _views(net.workdir / "samples" / "mg-prior")
+    l1 = httpx.Client(base_url=site_a, timeout=60, headers={"Authorization": f"Bearer {net.token(rpps=L1_RPPS)}"})
+    reader = httpx.Client(base_url=site_b, timeout=60,
+                          headers={"Authorization": f"Bearer {net.token(rpps=L2_RPPS)}"})
+
+    # Request at the programme (site A): validated against the registry and site A's image headers.
+    created = l1.post("/api/screening/requests", json=_request_body(net, current_uid))
+    assert created.status_code == 201, created.text
+    assert created.headers["x-screening-pilot"].startswith("Pilote sous d")
+    request = created.json()
+    assert request["status"] == "requested" and request["kos_uid"]
+
+    # Refused: its own L1 reader.
+    own = l1.post(f"/api/screening/requests/{request['id']}/assign", json={"reader_rpps": L1_RPPS})
+    assert own.status_code == 400, own.text
+    assert f"RPPS {L1_RPPS} is the L1 reader of this exam" in own.json()["detail"]
+
+    # Round-robin skips the L1 reader: the case goes to site B's reader, whose node starts prefetching.
+    assigned = l1.post(f"/api/screening/requests/{request['id']}/assign", json={})
+    assert assigned.status_code == 200, assigned.text
+    assert assigned.json()["reader_rpps"] == L2_RPPS
+
+    deadline = time.monotonic() + 60
+    while True:
+        worklist = reader.get("/api/screening/worklist")
+        assert worklist.status_code == 200, worklist.text
+        case = next(c for c in worklist.json() if c["id"] == request["id"])
+        if case["ready"] or case["prefetch_error"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    prefetch_s = time.monotonic() - started
+    assert case["prefetch_error"] is None
+    assert case["ready"] and case["status"] == "prefetched", case
+    assert case["priors"] == [prior_uid]
+    served_before_opening = _served_by_site_a(net, {current_uid, prior_uid})
+    assert served_before_opening >= len(current_views) + len(prior_views)
+    assert l1.get(f"/api/screening/requests/{request['id']}").json()["status"] == "prefetched"
+
+    # The reader at site B: login, worklist, case, viewer.
+    account = json.loads((net.workdir / "idp.json").read_text())["accounts"][1]
+    assert account["rpps"] == L2_RPPS
+    shot = artefacts_dir / "site-b-screening-current-and-prior.png"
+    context = new_viewer_context(chromium)
+    try:
+        page = context.new_page()
+        page.goto(f"{site_b}/screening/worklist")
+        _login(page, net, account)
+        page.wait_for_url(f"{site_b}/screening/worklist", timeout=30000)
+        row = page.locator(f"tr[data-case='{request['id']}']")
+        assert row.get_attribute("data-ready") == "yes"
+        row.locator("a.open").click()
+        page.wait_for_url(f"**/screening/cases/{request['id']}", timeout=15000)
+        opened = time.monotonic()
+        page.locator("a.view").click()
+        page.wait_for_url("**/viewer?**", timeout=30000)
+        assert "hangingProtocolId=@drimbox/hpMammoPrior" in page.url
+        assert f"StudyInstanceUIDs={current_uid},{prior_uid}" in page.url
+        timing = wait_for_images(page, viewports=8, started=opened, timeout_s=60)
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(shot))
+        geometry = [v for v in viewport_geometry(page) if v.corners is not None and v.sop_instance_uid]
+        assert _served_by_site_a(net, {current_uid, prior_uid}) == served_before_opening  # all from B's cache
+
+        # The L2 reading, in the case page's form.
+        page.goto(f"{site_b}/screening/cases/{request['id']}")
+        page.select_option("select[name=R_category]", "1")
+        page.select_option("select[name=R_density]", "C")
+        page.select_option("select[name=L_category]", "2")
+        page.select_option("select[name=L_density]", "C")
+        page.select_option("select[name=outcome]", "normal")
+        page.fill("textarea[name=notes]", "Concordant, retour au dépistage.")
+        page.click("button[type=submit]")
+        page.wait_for_selector("p.concordant", timeout=30000)
+    finally:
+        context.close()
+
+    specs = marker_specs("small")
+    found = {**{f"current {k}": v for k, v in find_markers(load_gray(shot), geometry, current_views, specs).items()},
+             **{f"prior {k}": v for k, v in find_markers(load_gray(shot), geometry, prior_views, specs).items()}}
+    browser_report(f"screening second read: request → prefetched at site B {prefetch_s:.2f} s; case opened → "
+                   f"8 views drawn {timing.all_images_s:.2f} s (first {timing.first_image_s:.2f} s); {shot}")
+    for view, match in sorted(found.items()):
+        browser_report(f"  {view}: NCC {match.score:.3f} (error {match.error_px:.1f} px)")
+    expected = {f"{when} {v}" for when in ("current", "prior") for v in ("RCC", "LCC", "RMLO", "LMLO")}
+    assert set(found) == expected, f"views shown: {sorted(found)}"
+    for view, match in found.items():
+        assert match.score >= MIN_NCC, f"{view}: marker NCC {match.score:.3f} at its expected place {match.expected}"
+        assert match.found_where_expected, f"{view}: best match at {match.found}, expected {match.expected}"
+    # Current above prior, view by view.
+    tops = {name: m.expected[1] for name, m in found.items()}
+    assert all(tops[f"current {v}"] < tops[f"prior {v}"] for v in ("RCC", "LCC", "RMLO", "LMLO"))
+
+    # The result: at the programme, at the L1 site, and as an SR.
+    result = l1.get(f"/api/screening/requests/{request['id']}").json()
+    assert result["status"] == "done" and result["l2"]["outcome"] == "normal"
+    assert result["l2"]["reader_rpps"] == L2_RPPS and result["discordant"] is False
+    received = l1.get("/api/screening/results", params={"study_uid": current_uid}).json()
+    assert [(r["request_id"], r["ins"], r["l2"]["outcome"]) for r in received] == [
+        (request["id"], net.screened_patient.ins, "normal")]
+    sr = pydicom.dcmread(io.BytesIO(reader.get(f"/api/screening/cases/{request['id']}/result.dcm").content))
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33" and sr.StudyInstanceUID == current_uid
+    dashboard = l1.get("/api/screening/dashboard").json()
+    assert dashboard["counts"]["done"] >= 1 and dashboard["turnaround_median_s"] > 0
+    browser_report(f"screening acceptance: {time.monotonic() - started:.1f} s in all")
+
+
+@pytest.mark.parametrize("what", ["ct", "acr4", "category"])
+def test_refusals_are_clear(net: Net, what: str) -> None:
+    site_a = net.node("site-a")["base_url"]
+    current_uid, _ = _views(net.workdir / "samples" / "mg")
+    client = httpx.Client(base_url=site_a, timeout=60, headers={"Authorization": f"Bearer {net.token(rpps=L1_RPPS)}"})
+    if what == "ct":
+        ct = dcmread(next((net.workdir / "samples" / "ct").rglob("*.dcm")), stop_before_pixels=True)
+        body = _request_body(net, str(ct.StudyInstanceUID))
+        patient = net.ct_patient
+        born = patient.birth_date
+        body["patient"] = {"ins": patient.ins, "ins_oid": patient.ins_oid, "family_name": patient.family,
+                           "given_name": patient.given, "birth_date": f"{born[:4]}-{born[4:6]}-{born[6:]}", "sex": "M"}
+        answer = client.post("/api/screening/requests", json=body)
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["detail"].startswith("not a screening mammography")
+        assert answer.json()["problems"] == ["the exam's modalities are CT, not MG"]
+    elif what == "acr4":
+        answer = client.post("/api/screening/requests", json=_request_body(net, current_uid, left=4))
+        assert answer.status_code == 400, answer.text
+        assert answer.json()["problems"] == ["left breast: ACR 4 (a second read is for ACR 1 or 2)"]
+    else:
+        answer = client.post("/api/screening/requests", json=_request_body(net, current_uid, right=7))
+        assert answer.status_code == 422, answer.text
+        error = answer.json()["detail"][0]
+        assert error["loc"][-1] == "category" and "less than or equal to 5" in error["msg"]
