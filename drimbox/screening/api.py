@@ -23,6 +23,7 @@ from drimbox.screening.model import (
     Priority,
     Reading,
     ScreeningRequestIn,
+    is_discordant,
 )
 from drimbox.screening.service import ScreeningService
 from drimbox.screening.store import CaseRow, RequestRow, ResultRow
@@ -83,8 +84,6 @@ class CaseOut(BaseModel):
     def of(cls, row: CaseRow, now: datetime) -> "CaseOut":
         assignment = Assignment.model_validate(row.assignment)
         l2 = Reading.model_validate(row.l2) if row.l2 else None
-        from drimbox.screening.model import is_discordant  # noqa: PLC0415 - small, local use
-
         return cls(id=row.id, status=CaseStatus(row.status), ready=row.prefetched_at is not None,
                    received_at=row.received_at, age_s=(now - assignment.requested_at).total_seconds(),
                    priority=assignment.priority, study_uid=assignment.study_uid, patient=assignment.patient,
@@ -255,9 +254,9 @@ def network_router(service: ScreeningService) -> APIRouter:
     router = APIRouter(prefix="/screening", tags=["screening (pilot)"])
 
     @router.post("/assignments", response_model=CaseOut, status_code=202)
-    def receive_assignment(body: Assignment, principal: Authenticated, token: Token) -> CaseOut:
-        """From the programme: a case for one of this node's readers (its prefetch starts)."""
-        return CaseOut.of(service.receive_assignment(body, principal, token), service.store.now())
+    def receive_assignment(body: Assignment, principal: Authenticated) -> CaseOut:
+        """From the programme's node (its own credential): a case for one of this node's readers; prefetch starts."""
+        return CaseOut.of(service.receive_assignment(body, principal), service.store.now())
 
     @router.post("/requests/{request_id}/status", status_code=204)
     def receive_status(request_id: str, body: StatusIn, principal: Authenticated) -> Response:

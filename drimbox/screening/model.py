@@ -17,6 +17,7 @@ __all__ = [
     "Assignment",
     "BreastReading",
     "CaseStatus",
+    "ExamRef",
     "Laterality",
     "Outcome",
     "PatientRef",
@@ -144,6 +145,13 @@ class ScreeningRequestIn(_Model):
         return self
 
 
+class ExamRef(_Model):
+    """A published exam by its study and KOS."""
+
+    study_uid: Uid
+    kos_uid: Uid
+
+
 class Assignment(_Model):
     """The programme's message to a reader's node: read this case (node to node)."""
 
@@ -160,6 +168,8 @@ class Assignment(_Model):
     requested_at: datetime
     programme_url: str
     l1_site_url: str
+    priors: tuple[ExamRef, ...] = ()
+    """The prior screening exams the programme found (most recent first) and granted the reader's node."""
 
 
 def is_discordant(l1: Reading, l2: Reading) -> bool:

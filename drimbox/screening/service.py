@@ -16,9 +16,15 @@ them from disk); the case becomes ``prefetched``. :meth:`open_case` opens the ex
 **L1 site and programme.** :meth:`receive_result` reads the SR, records the result (turnaround,
 discordance) and audits it. Nothing goes to the DMP: it has no document type for a second read.
 
-**Credential of the prefetch.** No user is present when an assignment arrives. Until the node's own
-credential and KOS grants are in this branch, the prefetch acts with the token the assignment came with
-(the assigner's, verified by this node's network face) — see the README section.
+**Credentials.** Node-to-node messages (assignment, status, result) go with the sending node's own
+token (client credentials, :mod:`drimbox.trust.node_credential`), bound on arrival to the presenting node:
+a reader's node takes assignments only from its programme's node, the programme takes a case's status and
+result only from the node it assigned the case to. No user is present when the reader's node prefetches:
+it acts with its own token, which the source admits for one KOS under a **KOS grant**
+(:mod:`drimbox.trust.grants`). The programme issues those grants, in-process, for the exam and the priors
+it publishes itself (the demo's site A, and any L1 site that is its own programme); an exam published by
+another node is not granted, and the reader's node then fetches it when the reader opens the case
+(their own token) — see the README section.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BytesIO
+from urllib.parse import urlsplit
 
 import pydicom
 import structlog
@@ -45,6 +52,7 @@ from drimbox.screening.messages import NodeMessenger
 from drimbox.screening.model import (
     Assignment,
     CaseStatus,
+    ExamRef,
     L2ReadingIn,
     PatientRef,
     Reading,
@@ -56,6 +64,8 @@ from drimbox.screening.store import CaseRow, RequestRow, ResultRow, ScreeningSto
 from drimbox.screening.validation import check_eligible, check_screening_exam, image_facts
 from drimbox.stores.prefetch import prefetch_study
 from drimbox.trust.audit import AuditEvent, AuditTrail
+from drimbox.trust.grants import KosGrants
+from drimbox.trust.node_credential import NodeCredential, network_base_url
 from drimbox.trust.principal import Principal
 
 __all__ = ["SCREENING_PROTOCOL", "ScreeningService", "case_viewer_url", "traits_of"]
@@ -66,6 +76,8 @@ SCREENING_PROTOCOL = "@drimbox/hpMammoPrior"
 """The viewer's hanging protocol of a case with a prior (``drimbox.viewer.config_js``): the four views of
 the current exam above the same four of the prior."""
 _MAMMO_PROTOCOL = "@ohif/hpMammo"
+_GRANT_S = 7 * 86400.0
+"""A second read is due within days: its grants last the longest a grant may (a week)."""
 
 
 def traits_of(patient: PatientRef) -> PatientTraits:
@@ -89,6 +101,10 @@ def _ins_of(ds: Dataset) -> str:
     return str(ds.get("PatientID", ""))
 
 
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
 def _actor(principal: Principal, token: str) -> Actor:
     return Actor(subject=principal.subject, rpps=principal.rpps, role=principal.role,
                  display_name=principal.display_name, token=token)
@@ -104,6 +120,10 @@ class NodeParts:
     site_store: CachingStore | None
     messenger: NodeMessenger | None
     audit: AuditTrail
+    grants: KosGrants | None = None
+    """This node's KOS grants (as a source): the programme grants the reader's node what it publishes."""
+    node_credential: NodeCredential | None = None
+    """This node's own token: node-to-node messages, and the prefetch without a user."""
 
 
 class ScreeningService:
@@ -142,6 +162,20 @@ class ScreeningService:
 
     def _audit(self, principal: Principal | None, action: str, outcome: str, **fields: object) -> None:
         self.parts.audit.record(AuditEvent.by(principal, action, outcome, **fields))  # type: ignore[arg-type]
+
+    def _node_token(self) -> str:
+        if self.parts.node_credential is None:
+            raise ScreeningRefused("this node has no credential of its own ([oidc] client): it cannot send "
+                                   "screening messages to other nodes")
+        return self.parts.node_credential.token()
+
+    @staticmethod
+    def _from_node(principal: Principal, url: str, what: str) -> None:
+        """Refuse unless ``principal`` is the node at ``url`` presenting its own token (dev mode excepted)."""
+        if principal.kind == "developer":
+            return
+        if principal.kind != "node" or (principal.node or "").lower() != _host(url):
+            raise Forbidden(f"{what} comes only from the node at {url}, with its own credential")
 
     def _require_programme(self) -> None:
         if not self.config.programme:
@@ -242,15 +276,19 @@ class ScreeningService:
                 self._audit(principal, "screening.assign", "refused", patient_ins=row.patient.get("ins"),
                             study_uid=row.study_uid, detail=str(exc))
                 raise
+            patient = PatientRef.model_validate(row.patient)
+            current, priors = self._current_and_priors(patient, row.kos_uid, _actor(principal, token))
             assignment = Assignment(
-                request_id=row.id, study_uid=row.study_uid, kos_uid=row.kos_uid,
-                patient=PatientRef.model_validate(row.patient), reader_rpps=reader.rpps, l1=l1,
-                single_breast=row.single_breast, priority=row.priority,  # type: ignore[arg-type]
-                requested_at=row.created_at, programme_url=self.programme_url, l1_site_url=row.l1_site_url)
+                request_id=row.id, study_uid=row.study_uid, kos_uid=row.kos_uid, patient=patient,
+                reader_rpps=reader.rpps, l1=l1, single_breast=row.single_breast,  # type: ignore[arg-type]
+                priority=row.priority, requested_at=row.created_at,  # type: ignore[arg-type]
+                programme_url=self.programme_url, l1_site_url=row.l1_site_url,
+                priors=tuple(ExamRef(study_uid=e.study_uid, kos_uid=e.kos_uid) for e in priors))
             if self.parts.messenger is None:
                 raise ScreeningRefused("this node cannot reach other nodes (no tls.cert_file)")
+            self._grant(reader, [current, *priors], principal, patient.ins)
             try:
-                self.parts.messenger.assign(reader.node, assignment, token)
+                self.parts.messenger.assign(reader.node, assignment, self._node_token())
             except NetworkError as exc:
                 self.store.update_request(row.id, delivery_error=str(exc)[:500])
                 raise
@@ -261,10 +299,21 @@ class ScreeningService:
                     study_uid=row.study_uid, detail=f"{row.id} → RPPS {reader.rpps} at {reader.node}")
         return row
 
+    def _grant(self, reader: ScreeningReader, exams: list[Exam], principal: Principal, ins: str) -> None:
+        """Let the reader's node fetch, with its own token, the exams this node publishes (module docstring)."""
+        for exam in exams:
+            if self.parts.grants is None or network_base_url(exam).rstrip("/") != self.own_url:
+                log.info("screening: exam published by another node, not granted (fetched when the reader opens "
+                         "the case)", kos=exam.kos_uid, reader_node=reader.node)
+                continue
+            self.parts.grants.grant(exam.kos_uid, _host(reader.node), ttl_s=_GRANT_S, by=principal,
+                                    purpose="screening-second-read", patient_ins=ins)
+
     def record_status(self, request_id: str, status: CaseStatus, principal: Principal) -> RequestRow:
         """A reader's node says where the case is (never moves a done request back)."""
         self._require_programme()
         row = self.request(request_id)
+        self._from_node(principal, row.reader_node or "", f"the status of request {request_id}")
         if status not in (CaseStatus.PREFETCHED, CaseStatus.IN_READING):
             raise ScreeningRefused(f"status {status.value} is not reported by a reader's node")
         if row.status in (CaseStatus.DONE, status):
@@ -273,15 +322,15 @@ class ScreeningService:
 
     # -- reader's node -----------------------------------------------------------------------------------
 
-    def receive_assignment(self, assignment: Assignment, principal: Principal, token: str) -> CaseRow:
-        """Put the case on the reader's worklist and start its prefetch."""
+    def receive_assignment(self, assignment: Assignment, principal: Principal) -> CaseRow:
+        """Put the case on the reader's worklist and start its prefetch (as this node, under the KOS grants)."""
+        self._from_node(principal, self.programme_url, "an assignment")
         case = self.store.add_case(assignment.request_id, assignment.model_dump(mode="json"), assignment.reader_rpps)
         self._audit(principal, "screening.assignment", "success", patient_ins=assignment.patient.ins,
                     study_uid=assignment.study_uid, kos_uid=assignment.kos_uid,
                     detail=f"{assignment.request_id} for RPPS {assignment.reader_rpps}")
         if case.status == CaseStatus.WAITING:
-            actor = _actor(principal, token)
-            self._background(lambda: None if self.prefetch(case.id, actor) else None)
+            self._background(lambda: None if self.prefetch(case.id) else None)
         return case
 
     def case(self, case_id: str, principal: Principal | None = None) -> CaseRow:
@@ -293,19 +342,30 @@ class ScreeningService:
             raise Forbidden(f"case {case_id} is assigned to another reader")
         return row
 
-    def _exams(self, case: CaseRow, actor: Actor) -> tuple[Exam, list[Exam]]:
-        assignment = Assignment.model_validate(case.assignment)
+    def _current_and_priors(self, patient: PatientRef, kos_uid: str, actor: Actor) -> tuple[Exam, list[Exam]]:
+        """The exam (by its KOS) and the woman's earlier screening mammographies, most recent first."""
         if self.parts.directory is None:
             raise ScreeningRefused("this node has no registry (registry.base_url)")
-        record = self.parts.directory.patient_record(traits_of(assignment.patient), actor)
-        current = record.exam(assignment.kos_uid)
+        record = self.parts.directory.patient_record(traits_of(patient), actor)
+        current = record.exam(kos_uid)
         if current is None:
-            raise ScreeningRefused(f"the exam's KOS {assignment.kos_uid} is no longer in the registry")
+            raise ScreeningRefused(f"the exam's KOS {kos_uid} is no longer in the registry")
         floor = datetime.min.replace(tzinfo=UTC)
         priors = [e for e in record.exams if e.study_uid != current.study_uid and "MG" in e.modalities
                   and (e.performed or floor) < (current.performed or datetime.max.replace(tzinfo=UTC))]
         priors.sort(key=lambda e: e.performed or floor, reverse=True)
         return current, priors[: self.config.max_priors]
+
+    def _exams(self, case: CaseRow, actor: Actor) -> tuple[Exam, list[Exam]]:
+        """The case's exam and the priors the programme named (as the registry lists them now)."""
+        assignment = Assignment.model_validate(case.assignment)
+        current, found = self._current_and_priors(assignment.patient, assignment.kos_uid, actor)
+        named = [p.kos_uid for p in assignment.priors]
+        by_kos = {e.kos_uid: e for e in found}
+        if self.parts.directory is not None and any(k not in by_kos for k in named):
+            record = self.parts.directory.patient_record(traits_of(assignment.patient), actor)
+            by_kos.update({e.kos_uid: e for e in record.exams})
+        return current, [by_kos[k] for k in named if k in by_kos]
 
     def _open(self, exams: list[Exam], actor: Actor, ins: str) -> None:
         if self.parts.remote_studies is None:
@@ -313,11 +373,14 @@ class ScreeningService:
         for exam in exams:
             self.parts.remote_studies.open(exam, actor, patient_id=ins)
 
-    def prefetch(self, case_id: str, actor: Actor) -> CaseRow:
-        """Bring the exam and its priors into the node cache (runs in the background after an assignment)."""
+    def prefetch(self, case_id: str) -> CaseRow:
+        """Bring the exam and its priors into the node cache, as this node (in the background after an assignment)."""
         case = self.case(case_id)
         assignment = Assignment.model_validate(case.assignment)
         try:
+            if self.parts.node_credential is None:
+                raise ScreeningRefused("no node credential ([oidc] client): nothing can be fetched without a user")
+            actor = self.parts.node_credential.actor(on_behalf_of=f"screening case {case_id}")
             current, priors = self._exams(case, actor)
             exams = [current, *priors]
             self._open(exams, actor, assignment.patient.ins)
@@ -364,7 +427,8 @@ class ScreeningService:
         if case.status in (CaseStatus.WAITING, CaseStatus.PREFETCHED):
             self.store.update_case(case_id, status=CaseStatus.IN_READING.value, opened_at=self.store.now())
             if self.parts.messenger is not None:
-                self.parts.messenger.status(assignment.programme_url, case_id, CaseStatus.IN_READING, token)
+                self.parts.messenger.status(assignment.programme_url, case_id, CaseStatus.IN_READING,
+                                            self._node_token())
         self._audit(principal, "screening.open", "success", patient_ins=assignment.patient.ins,
                     study_uid=assignment.study_uid, detail=f"case {case_id}, priors {len(priors)}")
         return case_viewer_url(assignment.study_uid, priors)
@@ -403,9 +467,9 @@ class ScreeningService:
         self._audit(principal, "screening.reading", "success", patient_ins=assignment.patient.ins,
                     study_uid=assignment.study_uid, sop_instance_uids=(str(sr.SOPInstanceUID),),
                     detail=f"case {case_id}: {l2.outcome}, discordant={discordant}")
-        return self.deliver(case_id, token)
+        return self.deliver(case_id)
 
-    def deliver(self, case_id: str, token: str) -> CaseRow:
+    def deliver(self, case_id: str) -> CaseRow:
         """Send (again) the result SR of a read case to the programme and the L1 site."""
         case = self.case(case_id)
         if case.sr is None:
@@ -419,7 +483,7 @@ class ScreeningService:
             try:
                 if self.parts.messenger is None:
                     raise ScreeningRefused("this node cannot reach other nodes (no tls.cert_file)")
-                self.parts.messenger.result(url, case.sr, token, roles)
+                self.parts.messenger.result(url, case.sr, self._node_token(), roles)
             except (NetworkError, ScreeningRefused) as exc:
                 errors.append(f"{'+'.join(roles)}: {exc}")
         return self.store.update_case(case_id, delivery_error="; ".join(errors)[:500] or None)
@@ -439,12 +503,15 @@ class ScreeningService:
             if row.study_uid != document.study_uid:
                 raise ScreeningRefused(f"the result SR is of study {document.study_uid}, "
                                        f"the request of {row.study_uid}")
-            if principal.kind != "developer" and principal.rpps != row.reader_rpps:
-                raise Forbidden(f"the result of request {row.id} must come from its reader (RPPS {row.reader_rpps})")
+            self._from_node(principal, row.reader_node or "", f"the result of request {row.id}")
+            if document.l2.reader_rpps != row.reader_rpps:
+                raise Forbidden(f"the result of request {row.id} must be read by its reader (RPPS {row.reader_rpps})")
             if row.status != CaseStatus.DONE:
                 self.store.update_request(row.id, status=CaseStatus.DONE.value, l2=document.l2.model_dump(mode="json"),
                                           result_at=self.store.now(), discordant=document.discordant, sr=data)
         if "l1" in roles:
+            if principal.kind not in ("node", "developer"):
+                raise Forbidden("a result comes from the reader's node, with its own credential")
             self.store.add_result(document.request_id, study_uid=document.study_uid, ins=_ins_of(ds),
                                   l1=document.l1.model_dump(mode="json"), l2=document.l2.model_dump(mode="json"),
                                   discordant=document.discordant, sr=data)

@@ -60,6 +60,12 @@ def _request_body(net: Net, study_uid: str, *, right: int = 1, left: int = 2) ->
     }
 
 
+def _client(net: Net, site: str, rpps: str) -> httpx.Client:
+    """A practitioner of ``site`` calling its own node (a token of the site's OIDC client)."""
+    return httpx.Client(base_url=net.node(site)["base_url"], timeout=60,
+                        headers={"Authorization": f"Bearer {net.token(rpps=rpps, client=site)}"})
+
+
 def _served_by_site_a(net: Net, studies: set[str]) -> int:
     """Instances (and metadata) of these studies site A's network face has served, from its audit trail."""
     path = net.settings("site-a").storage.data_dir / "audit.sqlite"
@@ -83,9 +89,7 @@ def test_second_read_request_prefetch_reading_in_ohif_and_result(
     site_a, site_b = net.node("site-a")["base_url"], net.node("site-b")["base_url"]
     current_uid, current_views = _views(net.workdir / "samples" / "mg")
     prior_uid, prior_views = _views(net.workdir / "samples" / "mg-prior")
-    l1 = httpx.Client(base_url=site_a, timeout=60, headers={"Authorization": f"Bearer {net.token(rpps=L1_RPPS)}"})
-    reader = httpx.Client(base_url=site_b, timeout=60,
-                          headers={"Authorization": f"Bearer {net.token(rpps=L2_RPPS)}"})
+    l1, reader = _client(net, "site-a", L1_RPPS), _client(net, "site-b", L2_RPPS)
 
     # Request at the programme (site A): validated against the registry and site A's image headers.
     created = l1.post("/api/screening/requests", json=_request_body(net, current_uid))
@@ -190,9 +194,8 @@ def test_second_read_request_prefetch_reading_in_ohif_and_result(
 
 @pytest.mark.parametrize("what", ["ct", "acr4", "category"])
 def test_refusals_are_clear(net: Net, what: str) -> None:
-    site_a = net.node("site-a")["base_url"]
     current_uid, _ = _views(net.workdir / "samples" / "mg")
-    client = httpx.Client(base_url=site_a, timeout=60, headers={"Authorization": f"Bearer {net.token(rpps=L1_RPPS)}"})
+    client = _client(net, "site-a", L1_RPPS)
     if what == "ct":
         ct = dcmread(next((net.workdir / "samples" / "ct").rglob("*.dcm")), stop_before_pixels=True)
         body = _request_body(net, str(ct.StudyInstanceUID))
