@@ -24,9 +24,11 @@ import httpx
 import pydicom
 import pytest
 from pydicom import dcmread
+from typer.testing import CliRunner
 
+from drimbox.cli import app
 from drimbox.testdata.mammography import marker_specs
-from drimbox.trust.audit import event_from_body, read_records
+from drimbox.trust.audit import AuditEvent, event_from_body, read_records
 from tests.browser.harness import new_viewer_context, viewport_geometry, wait_for_images
 from tests.browser.markers import find_markers, load_gray
 from tests.e2e.conftest import Net
@@ -66,12 +68,12 @@ def _client(net: Net, site: str, rpps: str) -> httpx.Client:
                         headers={"Authorization": f"Bearer {net.token(rpps=rpps, client=site)}"})
 
 
-def _served_by_site_a(net: Net, studies: set[str]) -> int:
-    """Instances (and metadata) of these studies site A's network face has served, from its audit trail."""
+def _served_by_site_a(net: Net, studies: set[str]) -> list[AuditEvent]:
+    """What site A's network face served of these studies (instances, metadata), from its audit trail."""
     path = net.settings("site-a").storage.data_dir / "audit.sqlite"
     events = (event_from_body(r.body) for r in read_records(path))
-    return sum(len(e.sop_instance_uids) for e in events
-               if e.action.startswith("wado.") and e.action.endswith("-served") and e.study_uid in studies)
+    return [e for e in events if e.action.startswith("wado.") and e.action.endswith("-served")
+            and e.study_uid in studies]
 
 
 def _login(page: Any, net: Net, account: dict[str, str]) -> None:
@@ -86,7 +88,7 @@ def test_second_read_request_prefetch_reading_in_ohif_and_result(
     net: Net, chromium: Any, artefacts_dir: Path, browser_report: Callable[[str], None],
 ) -> None:
     started = time.monotonic()
-    site_a, site_b = net.node("site-a")["base_url"], net.node("site-b")["base_url"]
+    site_b = net.node("site-b")["base_url"]
     current_uid, current_views = _views(net.workdir / "samples" / "mg")
     prior_uid, prior_views = _views(net.workdir / "samples" / "mg-prior")
     l1, reader = _client(net, "site-a", L1_RPPS), _client(net, "site-b", L2_RPPS)
@@ -121,7 +123,11 @@ def test_second_read_request_prefetch_reading_in_ohif_and_result(
     assert case["ready"] and case["status"] == "prefetched", case
     assert case["priors"] == [prior_uid]
     served_before_opening = _served_by_site_a(net, {current_uid, prior_uid})
-    assert served_before_opening >= len(current_views) + len(prior_views)
+    instances = {uid for e in served_before_opening if e.action == "wado.instance-served"
+                 for uid in e.sop_instance_uids}
+    assert instances == set(current_views) | set(prior_views)
+    # No user was there: site B fetched as itself (its own token), admitted under the programme's KOS grants.
+    assert all(e.detail.startswith("grant ") and e.node == "127.0.0.3" for e in served_before_opening)
     assert l1.get(f"/api/screening/requests/{request['id']}").json()["status"] == "prefetched"
 
     # The reader at site B: login, worklist, case, viewer.
@@ -147,7 +153,7 @@ def test_second_read_request_prefetch_reading_in_ohif_and_result(
         page.wait_for_timeout(500)
         page.screenshot(path=str(shot))
         geometry = [v for v in viewport_geometry(page) if v.corners is not None and v.sop_instance_uid]
-        assert _served_by_site_a(net, {current_uid, prior_uid}) == served_before_opening  # all from B's cache
+        assert len(_served_by_site_a(net, {current_uid, prior_uid})) == len(served_before_opening)  # B's cache
 
         # The L2 reading, in the case page's form.
         page.goto(f"{site_b}/screening/cases/{request['id']}")
@@ -216,3 +222,23 @@ def test_refusals_are_clear(net: Net, what: str) -> None:
         assert answer.status_code == 422, answer.text
         error = answer.json()["detail"][0]
         assert error["loc"][-1] == "category" and "less than or equal to 5" in error["msg"]
+
+
+def test_cli_request_refusal_and_dashboard(net: Net, tmp_path: Path) -> None:
+    runner = CliRunner()
+    config = net.node("site-a")["config"]
+    token = net.token(rpps=L1_RPPS, client="site-a")
+    patient = net.screened_patient
+    born = patient.birth_date
+    current_uid, _ = _views(net.workdir / "samples" / "mg")
+    refused = runner.invoke(app, [
+        "screening", "request", "--config", config, "--token", token, "--study", current_uid, "--ins", patient.ins,
+        "--ins-oid", patient.ins_oid, "--family", patient.family, "--given", patient.given,
+        "--birth-date", f"{born[:4]}-{born[4:6]}-{born[6:]}", "--l1-rpps", L1_RPPS, "--right", "1B", "--left", "5D"])
+    assert refused.exit_code == 1, refused.output
+    assert "left breast: ACR 5 (a second read is for ACR 1 or 2)" in refused.output
+    out = tmp_path / "screening.csv"
+    shown = runner.invoke(app, ["screening", "dashboard", "--config", config, "--token", token, "--csv", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert "Pilote sous dérogation" in shown.output and "turnaround over" in shown.output
+    assert out.read_text().startswith("request_id,study_uid,ins,")

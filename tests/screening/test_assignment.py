@@ -1,0 +1,117 @@
+"""Assignment at the programme: round-robin that never picks the exam's L1 reader, refusals, and the
+message sent to the reader's node (over an ``httpx.MockTransport``; registry and IdP as in-memory
+implementations of their protocols)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from drimbox.config import NodeSettings
+from drimbox.retrieve.model import Actor, Exam, InstanceRef, PatientRecord, PatientTraits, RelatedDocument, SeriesRef
+from drimbox.screening.errors import AssignmentRefused
+from drimbox.screening.messages import NodeMessenger
+from drimbox.screening.model import PatientRef
+from drimbox.screening.service import NodeParts, ScreeningService
+from drimbox.screening.store import ScreeningStore
+from drimbox.trust.audit import AuditStore
+from drimbox.trust.node_credential import NodeCredential
+from drimbox.trust.peers import HostListPolicy
+from drimbox.trust.principal import Principal
+from tests.screening.conftest import reading
+
+_OWN = "https://crcdc.test:8443"
+_READERS = [("10101010101", "https://site-a.test:8443"), ("20202020202", "https://site-b.test:8443"),
+            ("30303030303", "https://site-c.test:8443")]
+_PATIENT = PatientRef(ins="255069912345678", family_name="MARTIN", given_name="Anne", birth_date=date(1960, 5, 1))
+
+
+def _exam(kos: str, study: str, when: datetime) -> Exam:
+    series = SeriesRef(series_uid=f"{study}.1", retrieve_url=f"https://site-a.test:8443/dicom-web/studies/{study}"
+                                                             f"/series/{study}.1",
+                       instances=(InstanceRef("1.2.840.10008.5.1.4.1.1.1.2", f"{study}.1.1"),))
+    return Exam(kos_uid=kos, entry_uuid="", repository_unique_id="", study_uid=study, accession_number=None,
+                performed=when, modalities=("MG",), description="", body_part="", source_site="A", series=(series,))
+
+
+class _Registry:
+    """The registry as an in-memory ExamDirectory: one current exam and one prior."""
+
+    def __init__(self) -> None:
+        now = datetime(2026, 12, 1, tzinfo=UTC)
+        self.exams = (_exam("1.9.1", "1.8.1", now), _exam("1.9.2", "1.8.2", now - timedelta(days=700)))
+
+    def patient_record(self, traits: PatientTraits, actor: Actor) -> PatientRecord:
+        return PatientRecord(traits=traits, exams=self.exams)
+
+    def document(self, document: RelatedDocument, actor: Actor) -> bytes:
+        raise AssertionError("not used")
+
+    def is_deprecated(self, kos_uid: str, actor: Actor | None = None) -> bool:
+        return False
+
+
+class _Idp:
+    def client_credentials(self, scope: str) -> tuple[str, datetime]:
+        return "node-token", datetime.now(UTC) + timedelta(hours=1)
+
+
+@pytest.fixture
+def programme(tmp_path: Path) -> tuple[ScreeningService, list[httpx.Request]]:
+    """A programme node with three readers; the messages it sends are kept."""
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(202, json={})
+
+    settings = NodeSettings(pacs={"aet": "PACS", "host": "127.0.0.1", "port": 104},  # type: ignore[arg-type]
+                            http={"public_network_url": _OWN},  # type: ignore[arg-type]
+                            screening={"enabled": True, "programme": True,  # type: ignore[arg-type]
+                                       "readers": [{"rpps": r, "node": n} for r, n in _READERS]})
+    audit = AuditStore(tmp_path / "audit.sqlite")
+    messenger = NodeMessenger(httpx.Client(transport=httpx.MockTransport(answer)),
+                              HostListPolicy(["site-a.test", "site-b.test", "site-c.test"]))
+    parts = NodeParts(directory=_Registry(), remote_store=None, remote_studies=None, site_store=None,
+                      messenger=messenger, audit=audit, node_credential=NodeCredential(_Idp(), "crcdc"))
+    return ScreeningService(settings, ScreeningStore(None), parts), sent
+
+
+def _request(service: ScreeningService, l1_rpps: str) -> str:
+    return service.store.add_request(study_uid="1.8.1", kos_uid="1.9.1", patient=_PATIENT.model_dump(mode="json"),
+                                     l1=reading(l1_rpps).model_dump(mode="json"), single_breast=None,
+                                     priority="routine", l1_site_url="https://site-a.test:8443").id
+
+
+def test_round_robin_skips_the_l1_reader_and_sends_the_case_with_its_prior(
+        programme: tuple[ScreeningService, list[httpx.Request]]) -> None:
+    service, sent = programme
+    coordinator = Principal(subject="rpps:99999999999", kind="practitioner", issuer="idp", rpps="99999999999")
+    picked = [service.assign(_request(service, "10101010101"), None, coordinator, "user-token").reader_rpps
+              for _ in range(4)]
+    assert picked == ["20202020202", "30303030303", "20202020202", "30303030303"]
+    # The rotation wraps around; an exam read first by 20202020202 skips them when their turn comes.
+    picked = [service.assign(_request(service, "20202020202"), None, coordinator, "user-token").reader_rpps
+              for _ in range(2)]
+    assert picked == ["10101010101", "30303030303"]
+    first = sent[0]
+    assert str(first.url) == "https://site-b.test:8443/screening/assignments"
+    assert first.headers["authorization"] == "Bearer node-token"  # the programme node's own credential
+    message = json.loads(first.content)
+    assert message["priors"] == [{"study_uid": "1.8.2", "kos_uid": "1.9.2"}]
+    assert message["programme_url"] == _OWN and message["l1"]["reader_rpps"] == "10101010101"
+
+
+def test_refusals(programme: tuple[ScreeningService, list[httpx.Request]]) -> None:
+    service, sent = programme
+    coordinator = Principal(subject="c", kind="practitioner", issuer="idp", rpps="99999999999")
+    request_id = _request(service, "10101010101")
+    with pytest.raises(AssignmentRefused, match="RPPS 10101010101 is the L1 reader of this exam"):
+        service.assign(request_id, "10101010101", coordinator, "t")
+    with pytest.raises(AssignmentRefused, match="not a second reader of this programme"):
+        service.assign(request_id, "40404040404", coordinator, "t")
+    assert sent == [] and service.request(request_id).status == "requested"
