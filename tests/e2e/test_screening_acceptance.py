@@ -242,3 +242,17 @@ def test_cli_request_refusal_and_dashboard(net: Net, tmp_path: Path) -> None:
     assert shown.exit_code == 0, shown.output
     assert "Pilote sous dérogation" in shown.output and "turnaround over" in shown.output
     assert out.read_text().startswith("request_id,study_uid,ins,")
+
+
+@pytest.mark.parametrize(("lang", "title"), [("fr", "tableau de bord"), ("en", "dashboard")])
+def test_programme_and_results_pages(net: Net, lang: str, title: str) -> None:
+    client = _client(net, "site-a", L1_RPPS)
+    board = client.get("/screening/programme", params={"lang": lang})
+    assert board.status_code == 200, board.text
+    assert title in board.text and "arrêté du 16 janvier 2024" in board.text
+    assert 'href="/api/screening/dashboard.csv"' in board.text
+    results = client.get("/screening/results", params={"lang": lang})
+    assert results.status_code == 200, results.text
+    # Site B is a reader's node, not the programme: its dashboard is refused, in words.
+    refused = _client(net, "site-b", L2_RPPS).get("/screening/programme", params={"lang": lang})
+    assert refused.status_code == 403 and "does not play the screening programme's role" in refused.text
