@@ -40,9 +40,9 @@ from urllib.parse import urlsplit
 import pydicom
 import structlog
 from pydicom import Dataset
-from pydicom.errors import InvalidDicomError
 
 from dicomweb_gateway import CachingStore, GatewayError
+from dicomweb_gateway.part10 import READ_ERRORS, length_problem
 from drimbox.config import NodeSettings, ScreeningReader
 from drimbox.errors import DrimboxError, Forbidden, InvalidRequest, NetworkError
 from drimbox.retrieve.model import Actor, Exam, ExamDirectory, PatientTraits
@@ -494,8 +494,11 @@ class ScreeningService:
         """Record a result SR sent by a reader's node; returns the request id."""
         try:
             ds = pydicom.dcmread(BytesIO(data))
-        except (InvalidDicomError, ValueError, EOFError, OSError) as exc:
-            raise ScreeningRefused(f"the result is not a DICOM file: {exc}") from exc
+            problem = length_problem(BytesIO(data), len(data), ds)
+        except READ_ERRORS as exc:  # hostile bytes: refused, never a 500
+            raise ScreeningRefused(f"the result is not a DICOM file: {type(exc).__name__}: {exc}") from exc
+        if problem is not None:
+            raise ScreeningRefused(f"the result is not a well-formed DICOM file: {problem}")
         document = read_result_sr(ds)
         if "programme" in roles:
             self._require_programme()

@@ -40,6 +40,7 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
+from dicomweb_gateway.part10 import READ_ERRORS
 from drimbox.screening.errors import ScreeningRefused
 from drimbox.screening.model import BreastReading, Outcome, Reading
 
@@ -242,7 +243,7 @@ def read_result_sr(ds: Dataset) -> ResultDocument:
             raise ScreeningRefused("the result SR must carry the request id and both readings (L1, L2)")
         return ResultDocument(request_id=request_id, study_uid=str(ds.StudyInstanceUID), l1=readings["L1"],
                               l2=readings["L2"], discordant=discordant, sop_instance_uid=str(ds.SOPInstanceUID))
-    except (AttributeError, KeyError, IndexError, ValueError) as exc:
+    except READ_ERRORS as exc:  # a tree not as built here, or hostile bytes read lazily
         if isinstance(exc, ScreeningRefused):
             raise
         raise ScreeningRefused(f"the result SR cannot be read: {type(exc).__name__}: {exc}") from exc

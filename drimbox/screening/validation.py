@@ -20,7 +20,7 @@ from pydicom import Dataset
 from drimbox.screening.errors import NotEligible, NotScreeningExam
 from drimbox.screening.model import Reading
 
-__all__ = ["MG_FOR_PRESENTATION", "ImageFacts", "check_eligible", "check_screening_exam", "image_facts"]
+__all__ = ["ImageFacts", "MG_FOR_PRESENTATION", "check_eligible", "check_screening_exam", "image_facts"]
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 _VIEW_CODES = {"399162004": "CC", "399368009": "MLO"}

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from drimbox.config import NodeSettings
 from drimbox.retrieve.model import Actor, Exam, InstanceRef, PatientRecord, PatientTraits, RelatedDocument, SeriesRef
+from drimbox.screening.api import network_router, site_router
 from drimbox.screening.errors import AssignmentRefused
 from drimbox.screening.messages import NodeMessenger
 from drimbox.screening.model import PatientRef
@@ -115,3 +117,15 @@ def test_refusals(programme: tuple[ScreeningService, list[httpx.Request]]) -> No
     with pytest.raises(AssignmentRefused, match="not a second reader of this programme"):
         service.assign(request_id, "40404040404", coordinator, "t")
     assert sent == [] and service.request(request_id).status == "requested"
+
+
+def test_openapi_documents_the_screening_routes(programme: tuple[ScreeningService, list[httpx.Request]]) -> None:
+    service, _ = programme
+    app = FastAPI()
+    app.include_router(site_router(service))
+    app.include_router(network_router(service))
+    paths = app.openapi()["paths"]
+    assert {"/api/screening/requests", "/api/screening/requests/{request_id}/assign", "/api/screening/worklist",
+            "/api/screening/cases/{case_id}/reading", "/api/screening/dashboard", "/api/screening/dashboard.csv",
+            "/screening/assignments", "/screening/results"} <= set(paths)
+    assert "application/dicom" in paths["/screening/results"]["post"]["requestBody"]["content"]

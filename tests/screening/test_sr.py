@@ -38,3 +38,16 @@ def test_discordance_and_refusals(l1: Reading) -> None:
     assert not is_discordant(l1, reading("20202020202", outcome=Outcome.TECHNICAL_RECALL))
     with pytest.raises(ScreeningRefused, match="outcome"):
         build_result_sr([], request_id="r", l1=l1, l2=reading("20202020202"), discordant=False)
+
+
+def test_a_document_that_is_not_the_result_is_refused(tmp_path: Path, l1: Reading) -> None:
+    study = write_mammography_study(tmp_path / "mg", make_patient(1), series_per_view=True)
+    image = dcmread(study.files[0])
+    with pytest.raises(ScreeningRefused, match="not a Comprehensive SR"):
+        read_result_sr(image)
+    evidence = [dcmread(p, stop_before_pixels=True) for p in study.files]
+    sr = build_result_sr(evidence, request_id="r", l1=l1, l2=reading("20202020202", outcome=Outcome.NORMAL),
+                         discordant=False)
+    del sr.ContentSequence[-1]  # the L2 reading removed
+    with pytest.raises(ScreeningRefused, match="both readings"):
+        read_result_sr(sr)
