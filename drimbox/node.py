@@ -203,7 +203,7 @@ class Node:
             settings, audit=self.audit, directory=self.directory, remote_store=self.remote_store,
             remote_studies=self.remote_studies, site_store=site_store if self.remote_store is not None else None,
             client=self.peer_client, policy=self.peer_policy, grants=self.grants,
-            node_credential=self.node_credential)
+            node_credential=self.node_credential, published=published_study_lookup(self.publication.outbox))
         if self.screening is not None:
             site_routers = (*site_routers, self.screening.site)
             page_routers.append(self.screening.pages)

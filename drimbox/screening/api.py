@@ -228,6 +228,17 @@ def site_router(service: ScreeningService) -> APIRouter:
         row = await asyncio.to_thread(service.record_reading, case_id, body, principal, token)
         return CaseOut.of(row, service.store.now())
 
+    @router.post("/cases/{case_id}/prefetch", response_model=CaseOut, status_code=202)
+    def retry_prefetch(case_id: str, principal: Authenticated) -> CaseOut:
+        """Prefetch the case again (e.g. after a source was unreachable); follow it on the worklist."""
+        return CaseOut.of(service.retry_prefetch(case_id, principal), service.store.now())
+
+    @router.post("/cases/{case_id}/deliver", response_model=CaseOut)
+    async def deliver(case_id: str, principal: Authenticated) -> CaseOut:
+        """Send the result again to the programme and the L1 site (after a delivery error)."""
+        service.case(case_id, principal)
+        return CaseOut.of(await asyncio.to_thread(service.deliver, case_id), service.store.now())
+
     @router.get("/cases/{case_id}/result.dcm", response_class=Response,
                 responses={200: {"content": {"application/dicom": {}}, "description": "the result SR"}})
     def case_result(case_id: str, principal: Authenticated) -> Response:
@@ -267,10 +278,13 @@ def network_router(service: ScreeningService) -> APIRouter:
     @router.post("/results", status_code=204,
                  openapi_extra={"requestBody": {"content": {"application/dicom": {}}, "required": True}})
     async def receive_result(request: Request, principal: Authenticated,
-                             role: Annotated[list[Literal["programme", "l1"]], Query()]) -> Response:
-        """From a reader's node: the result SR (``application/dicom``), for the programme and/or the L1 site."""
+                             role: Annotated[list[Literal["programme", "l1"]], Query()],
+                             kos: Annotated[str, Query(pattern=r"^[0-2](\.(0|[1-9][0-9]*))+$", max_length=64)],
+                             ) -> Response:
+        """From a reader's node: the result SR (``application/dicom``) of the exam of KOS ``kos``, for the
+        programme and/or the L1 site."""
         data = await request.body()
-        await asyncio.to_thread(service.receive_result, data, list(role), principal)
+        await asyncio.to_thread(service.receive_result, data, list(role), principal, kos)
         return Response(status_code=204)
 
     return router

@@ -2,8 +2,8 @@
 
 - programme → reader's node: ``POST /screening/assignments`` (an :class:`Assignment`);
 - reader's node → programme: ``POST /screening/requests/{id}/status`` (prefetched, in reading);
-- reader's node → programme and L1 site: ``POST /screening/results?role=…`` (the result SR,
-  ``application/dicom``).
+- reader's node → programme and L1 site: ``POST /screening/results?role=…&kos=…`` (the result SR,
+  ``application/dicom``, of the exam of that KOS).
 
 Each call goes only to a trust-listed node (the peer policy is checked before anything is sent) and
 carries the bearer token of the practitioner who acted (the assigner, the second reader), which the
@@ -66,7 +66,8 @@ class NodeMessenger:
             log.warning("screening status not delivered to the programme", request=request_id,
                         status=status.value, error=str(exc))
 
-    def result(self, url: str, sr: bytes, token: str, roles: Sequence[str]) -> None:
-        """Return the result SR to the programme and/or the L1 site (one node may be both)."""
+    def result(self, url: str, sr: bytes, token: str, roles: Sequence[str], kos_uid: str) -> None:
+        """Return the result SR of the exam of ``kos_uid`` to the programme and/or the L1 site (maybe one node)."""
         self._post(f"{url.rstrip('/')}/screening/results", token, content=sr,
-                   params=[("role", role) for role in roles], headers={"Content-Type": "application/dicom"})
+                   params=[*(("role", role) for role in roles), ("kos", kos_uid)],
+                   headers={"Content-Type": "application/dicom"})

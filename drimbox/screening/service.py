@@ -124,6 +124,8 @@ class NodeParts:
     """This node's KOS grants (as a source): the programme grants the reader's node what it publishes."""
     node_credential: NodeCredential | None = None
     """This node's own token: node-to-node messages, and the prefetch without a user."""
+    published: Callable[[str], str | None] | None = None
+    """As an L1 site: the studies of a KOS this node publishes (current), comma-separated; ``None`` if not."""
 
 
 class ScreeningService:
@@ -411,6 +413,14 @@ class ScreeningService:
             self.parts.messenger.status(assignment.programme_url, case_id, CaseStatus.PREFETCHED, actor.token)
         return case
 
+    def retry_prefetch(self, case_id: str, principal: Principal) -> CaseRow:
+        """Prefetch a case again (after a failure: a source was down), in the background."""
+        case = self.case(case_id, principal)
+        if case.status == CaseStatus.DONE:
+            raise ScreeningRefused(f"case {case_id} is read: nothing to prefetch")
+        self._background(lambda: None if self.prefetch(case_id) else None)
+        return case
+
     def open_case(self, case_id: str, principal: Principal, token: str) -> str:
         """The reader opens the case: the exams are opened for them, the case is in reading; the viewer URL."""
         case = self.case(case_id, principal)
@@ -483,15 +493,15 @@ class ScreeningService:
             try:
                 if self.parts.messenger is None:
                     raise ScreeningRefused("this node cannot reach other nodes (no tls.cert_file)")
-                self.parts.messenger.result(url, case.sr, self._node_token(), roles)
+                self.parts.messenger.result(url, case.sr, self._node_token(), roles, assignment.kos_uid)
             except (NetworkError, ScreeningRefused) as exc:
                 errors.append(f"{'+'.join(roles)}: {exc}")
         return self.store.update_case(case_id, delivery_error="; ".join(errors)[:500] or None)
 
     # -- programme and L1 site: the result -----------------------------------------------------------------
 
-    def receive_result(self, data: bytes, roles: list[str], principal: Principal) -> str:
-        """Record a result SR sent by a reader's node; returns the request id."""
+    def receive_result(self, data: bytes, roles: list[str], principal: Principal, kos_uid: str) -> str:
+        """Record a result SR sent by a reader's node, about the exam of ``kos_uid``; returns the request id."""
         try:
             ds = pydicom.dcmread(BytesIO(data))
             problem = length_problem(BytesIO(data), len(data), ds)
@@ -515,6 +525,10 @@ class ScreeningService:
         if "l1" in roles:
             if principal.kind not in ("node", "developer"):
                 raise Forbidden("a result comes from the reader's node, with its own credential")
+            studies = self.parts.published(kos_uid) if self.parts.published is not None else None
+            if studies is None or document.study_uid not in studies.split(","):
+                raise Forbidden(f"the result's study {document.study_uid} is not an exam this site publishes "
+                                f"(KOS {kos_uid})")
             self.store.add_result(document.request_id, study_uid=document.study_uid, ins=_ins_of(ds),
                                   l1=document.l1.model_dump(mode="json"), l2=document.l2.model_dump(mode="json"),
                                   discordant=document.discordant, sr=data)

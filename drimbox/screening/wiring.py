@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -38,12 +39,14 @@ def screening_for_node(settings: NodeSettings, *, audit: AuditTrail, directory: 
                        remote_store: RemoteNodeStore | None, remote_studies: RemoteStudies | None,
                        site_store: CachingStore | None, client: httpx.Client | None,
                        policy: PeerPolicy, grants: KosGrants | None = None,
-                       node_credential: NodeCredential | None = None) -> ScreeningParts | None:
+                       node_credential: NodeCredential | None = None,
+                       published: Callable[[str], str | None] | None = None) -> ScreeningParts | None:
     """The screening parts of a node, or ``None`` when the pilot is not enabled (``[screening] enabled``)."""
     if not settings.screening.enabled:
         return None
     parts = NodeParts(directory=directory, remote_store=remote_store, remote_studies=remote_studies,
                       site_store=site_store, messenger=NodeMessenger(client, policy) if client is not None else None,
-                      audit=audit, grants=grants, node_credential=node_credential)
+                      audit=audit, grants=grants, node_credential=node_credential,
+                      published=published)
     service = ScreeningService(settings, ScreeningStore.at(settings.storage.data_dir), parts)
     return ScreeningParts(service, site_router(service), screening_pages(service), network_router(service))

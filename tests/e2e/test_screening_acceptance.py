@@ -228,6 +228,9 @@ def test_second_read_request_prefetch_reading_in_ohif_and_result(
     received = l1.get("/api/screening/results", params={"study_uid": current_uid}).json()
     assert [(r["request_id"], r["ins"], r["l2"]["outcome"]) for r in received] == [
         (request["id"], screened.patient.ins, "normal")]
+    again = reader.post(f"/api/screening/cases/{request['id']}/deliver")  # a repeated delivery changes nothing
+    assert again.status_code == 200 and again.json()["delivery_error"] is None, again.text
+    assert len(l1.get("/api/screening/results", params={"study_uid": current_uid}).json()) == 1
     sr = pydicom.dcmread(io.BytesIO(reader.get(f"/api/screening/cases/{request['id']}/result.dcm").content))
     assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.33" and sr.StudyInstanceUID == current_uid
     dashboard = l1.get("/api/screening/dashboard").json()
