@@ -141,6 +141,14 @@ class StatusIn(BaseModel):
     status: CaseStatus
 
 
+class GrantIn(BaseModel):
+    """The programme asks this source node to grant a reader's node one KOS it publishes."""
+
+    kos_uid: Annotated[str, Field(pattern=r"^[0-2](\.(0|[1-9][0-9]*))+$", max_length=64)]
+    reader_node: Annotated[str, Field(pattern=r"^https://", max_length=300)]
+    request_id: Annotated[str, Field(min_length=1, max_length=64)]
+
+
 def _token(request: Request, principal: Authenticated) -> str:
     return actor_of(request, principal).token
 
@@ -268,6 +276,12 @@ def network_router(service: ScreeningService) -> APIRouter:
     def receive_assignment(body: Assignment, principal: Authenticated) -> CaseOut:
         """From the programme's node (its own credential): a case for one of this node's readers; prefetch starts."""
         return CaseOut.of(service.receive_assignment(body, principal), service.store.now())
+
+    @router.post("/grants", status_code=204)
+    def receive_grant(body: GrantIn, principal: Authenticated) -> Response:
+        """From the programme's node (its own credential): grant a reader's node a KOS this node publishes."""
+        service.grant_for_programme(body.kos_uid, body.reader_node, body.request_id, principal)
+        return Response(status_code=204)
 
     @router.post("/requests/{request_id}/status", status_code=204)
     def receive_status(request_id: str, body: StatusIn, principal: Authenticated) -> Response:

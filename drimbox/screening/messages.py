@@ -1,6 +1,8 @@
 """Node-to-node messages of the screening workflow, over the network faces (mutual TLS).
 
 - programme → reader's node: ``POST /screening/assignments`` (an :class:`Assignment`);
+- programme → an exam's source node (when it is not the programme itself): ``POST /screening/grants``
+  (grant the reader's node that KOS);
 - reader's node → programme: ``POST /screening/requests/{id}/status`` (prefetched, in reading);
 - reader's node → programme and L1 site: ``POST /screening/results?role=…&kos=…`` (the result SR,
   ``application/dicom``, of the exam of that KOS).
@@ -56,6 +58,11 @@ class NodeMessenger:
         """Give the case to the reader's node."""
         self._post(f"{reader_node.rstrip('/')}/screening/assignments", token,
                    content=assignment.model_dump_json(), headers={"Content-Type": "application/json"})
+
+    def grant(self, source_url: str, kos_uid: str, reader_node: str, request_id: str, token: str) -> None:
+        """Ask an exam's source node to grant the reader's node its KOS for this second read."""
+        self._post(f"{source_url.rstrip('/')}/screening/grants", token,
+                   json={"kos_uid": kos_uid, "reader_node": reader_node, "request_id": request_id})
 
     def status(self, programme_url: str, request_id: str, status: CaseStatus, token: str) -> None:
         """Tell the programme where the case is (best effort: the result is what counts)."""

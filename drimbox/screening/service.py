@@ -21,10 +21,10 @@ token (client credentials, :mod:`drimbox.trust.node_credential`), bound on arriv
 a reader's node takes assignments only from its programme's node, the programme takes a case's status and
 result only from the node it assigned the case to. No user is present when the reader's node prefetches:
 it acts with its own token, which the source admits for one KOS under a **KOS grant**
-(:mod:`drimbox.trust.grants`). The programme issues those grants, in-process, for the exam and the priors
-it publishes itself (the demo's site A, and any L1 site that is its own programme); an exam published by
-another node is not granted, and the reader's node then fetches it when the reader opens the case
-(their own token) — see the README section.
+(:mod:`drimbox.trust.grants`). The programme issues those grants in-process for the exam and the priors
+it publishes itself (the demo's site A); for an exam another node publishes it asks that source
+(``POST /screening/grants``, which a source takes only from its own programme's node). A source that
+cannot or will not grant leaves the exam to be fetched when the reader opens the case, with their token.
 """
 
 from __future__ import annotations
@@ -288,7 +288,7 @@ class ScreeningService:
                 priors=tuple(ExamRef(study_uid=e.study_uid, kos_uid=e.kos_uid) for e in priors))
             if self.parts.messenger is None:
                 raise ScreeningRefused("this node cannot reach other nodes (no tls.cert_file)")
-            self._grant(reader, [current, *priors], principal, patient.ins)
+            self._grant(reader, [current, *priors], principal, patient.ins, row.id)
             try:
                 self.parts.messenger.assign(reader.node, assignment, self._node_token())
             except NetworkError as exc:
@@ -301,15 +301,37 @@ class ScreeningService:
                     study_uid=row.study_uid, detail=f"{row.id} → RPPS {reader.rpps} at {reader.node}")
         return row
 
-    def _grant(self, reader: ScreeningReader, exams: list[Exam], principal: Principal, ins: str) -> None:
-        """Let the reader's node fetch, with its own token, the exams this node publishes (module docstring)."""
+    def _grant(self, reader: ScreeningReader, exams: list[Exam], principal: Principal, ins: str,
+               request_id: str) -> None:
+        """Let the reader's node fetch each exam with its own token: a KOS grant in-process for what this node
+        publishes, asked of the source for the others (a source that says no: the exam is fetched when the
+        reader opens the case, with their token)."""
         for exam in exams:
-            if self.parts.grants is None or network_base_url(exam).rstrip("/") != self.own_url:
-                log.info("screening: exam published by another node, not granted (fetched when the reader opens "
-                         "the case)", kos=exam.kos_uid, reader_node=reader.node)
+            source = network_base_url(exam).rstrip("/")
+            if source == self.own_url and self.parts.grants is not None:
+                self.parts.grants.grant(exam.kos_uid, _host(reader.node), ttl_s=_GRANT_S, by=principal,
+                                        purpose="screening-second-read", patient_ins=ins)
                 continue
-            self.parts.grants.grant(exam.kos_uid, _host(reader.node), ttl_s=_GRANT_S, by=principal,
-                                    purpose="screening-second-read", patient_ins=ins)
+            try:
+                if self.parts.messenger is None:
+                    raise ScreeningRefused("this node cannot reach other nodes")
+                self.parts.messenger.grant(source, exam.kos_uid, reader.node, request_id, self._node_token())
+            except (NetworkError, ScreeningRefused) as exc:
+                log.warning("screening: no KOS grant from the exam's source (fetched when the reader opens the "
+                            "case)", kos=exam.kos_uid, source=source, error=str(exc))
+
+    def grant_for_programme(self, kos_uid: str, reader_node: str, request_id: str, principal: Principal) -> None:
+        """As an exam's source: grant a reader's node a KOS this node publishes, at the programme's request."""
+        self._from_node(principal, self.programme_url, "a screening grant")
+        studies = self.parts.published(kos_uid) if self.parts.published is not None else None
+        if studies is None or self.parts.grants is None:
+            raise Forbidden(f"KOS {kos_uid} is not a current manifest published by this node")
+        if not reader_node.startswith("https://") or not _host(reader_node):
+            raise ScreeningRefused(f"reader_node {reader_node!r} is not a node's https URL")
+        self.parts.grants.grant(kos_uid, _host(reader_node), ttl_s=_GRANT_S, by=principal,
+                                purpose="screening-second-read")
+        self._audit(principal, "screening.grant", "success", kos_uid=kos_uid, study_uid=studies.split(",")[0],
+                    detail=f"request {request_id}: KOS granted to {reader_node}")
 
     def record_status(self, request_id: str, status: CaseStatus, principal: Principal) -> RequestRow:
         """A reader's node says where the case is (never moves a done request back)."""

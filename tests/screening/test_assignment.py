@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from drimbox.config import NodeSettings
+from drimbox.errors import Forbidden
 from drimbox.retrieve.model import Actor, Exam, InstanceRef, PatientRecord, PatientTraits, RelatedDocument, SeriesRef
 from drimbox.screening.api import network_router, site_router
 from drimbox.screening.errors import AssignmentRefused
@@ -21,6 +22,7 @@ from drimbox.screening.model import PatientRef
 from drimbox.screening.service import NodeParts, ScreeningService
 from drimbox.screening.store import ScreeningStore
 from drimbox.trust.audit import AuditStore
+from drimbox.trust.grants import KosGrants
 from drimbox.trust.node_credential import NodeCredential
 from drimbox.trust.peers import HostListPolicy
 from drimbox.trust.principal import Principal
@@ -100,7 +102,12 @@ def test_round_robin_skips_the_l1_reader_and_sends_the_case_with_its_prior(
     picked = [service.assign(_request(service, "20202020202"), None, coordinator, "user-token").reader_rpps
               for _ in range(2)]
     assert picked == ["10101010101", "30303030303"]
-    first = sent[0]
+    # The exams are site A's: the programme asks site A to grant them to the reader's node, then assigns.
+    grants = [json.loads(r.content) for r in sent[:2]]
+    assert all(str(r.url) == "https://site-a.test:8443/screening/grants" for r in sent[:2])
+    assert [(g["kos_uid"], g["reader_node"]) for g in grants] == [("1.9.1", "https://site-b.test:8443"),
+                                                                    ("1.9.2", "https://site-b.test:8443")]
+    first = sent[2]
     assert str(first.url) == "https://site-b.test:8443/screening/assignments"
     assert first.headers["authorization"] == "Bearer node-token"  # the programme node's own credential
     message = json.loads(first.content)
@@ -119,6 +126,29 @@ def test_refusals(programme: tuple[ScreeningService, list[httpx.Request]]) -> No
     assert sent == [] and service.request(request_id).status == "requested"
 
 
+def test_a_source_grants_a_reader_node_at_the_programmes_request(tmp_path: Path) -> None:
+    settings = NodeSettings(pacs={"aet": "PACS", "host": "127.0.0.1", "port": 104},  # type: ignore[arg-type]
+                            screening={"enabled": True, "programme_url": _OWN})  # type: ignore[arg-type]
+    audit = AuditStore(tmp_path / "audit.sqlite")
+    grants = KosGrants(tmp_path / "grants.sqlite", audit)
+    parts = NodeParts(directory=None, remote_store=None, remote_studies=None, site_store=None, messenger=None,
+                      audit=audit, grants=grants, published=lambda kos: "1.8.1" if kos == "1.9.1" else None)
+    source = ScreeningService(settings, ScreeningStore(None), parts)
+    programme_node = Principal(subject="crcdc", kind="node", issuer="idp", node="crcdc.test")
+    source.grant_for_programme("1.9.1", "https://site-b.test:8443", "req-1", programme_node)
+    granted = grants.find("1.9.1", "site-b.test")
+    assert granted is not None and granted.purpose == "screening-second-read"
+    with pytest.raises(Forbidden, match="not a current manifest published by this node"):
+        source.grant_for_programme("1.9.7", "https://site-b.test:8443", "req-1", programme_node)
+    other = Principal(subject="site-c", kind="node", issuer="idp", node="site-c.test")
+    with pytest.raises(Forbidden, match="comes only from the node at https://crcdc.test:8443"):
+        source.grant_for_programme("1.9.1", "https://site-c.test:8443", "req-1", other)
+    user = Principal(subject="rpps:1", kind="practitioner", issuer="idp", rpps="10101010101", node="crcdc.test")
+    with pytest.raises(Forbidden):
+        source.grant_for_programme("1.9.1", "https://site-b.test:8443", "req-1", user)
+    assert grants.find("1.9.1", "site-c.test") is None
+
+
 def test_openapi_documents_the_screening_routes(programme: tuple[ScreeningService, list[httpx.Request]]) -> None:
     service, _ = programme
     app = FastAPI()
@@ -127,5 +157,5 @@ def test_openapi_documents_the_screening_routes(programme: tuple[ScreeningServic
     paths = app.openapi()["paths"]
     assert {"/api/screening/requests", "/api/screening/requests/{request_id}/assign", "/api/screening/worklist",
             "/api/screening/cases/{case_id}/reading", "/api/screening/dashboard", "/api/screening/dashboard.csv",
-            "/screening/assignments", "/screening/results"} <= set(paths)
+            "/screening/assignments", "/screening/results", "/screening/grants"} <= set(paths)
     assert "application/dicom" in paths["/screening/results"]["post"]["requestBody"]["content"]
