@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from drimbox.screening.metrics import dashboard, dashboard_csv
@@ -253,7 +253,7 @@ def site_router(service: ScreeningService) -> APIRouter:
         """The result as a DICOM Comprehensive SR."""
         row = service.case(case_id, principal)
         if row.sr is None:
-            return Response(status_code=404, content="not read yet")
+            raise HTTPException(404, f"case {case_id} is not read yet")
         return Response(row.sr, media_type="application/dicom")
 
     @router.get("/results", response_model=list[ResultOut])
@@ -290,7 +290,10 @@ def network_router(service: ScreeningService) -> APIRouter:
         return Response(status_code=204)
 
     @router.post("/results", status_code=204,
-                 openapi_extra={"requestBody": {"content": {"application/dicom": {}}, "required": True}})
+                 openapi_extra={"requestBody": {"required": True, "content": {
+                     # The SR as a DICOM file (application/dicom); the same bytes are taken as octet-stream.
+                     "application/dicom": {"schema": {"type": "string", "format": "binary"}},
+                     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
     async def receive_result(request: Request, principal: Authenticated,
                              role: Annotated[list[Literal["programme", "l1"]], Query()],
                              kos: Annotated[str, Query(pattern=r"^[0-2](\.(0|[1-9][0-9]*))+$", max_length=64)],

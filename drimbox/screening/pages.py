@@ -16,7 +16,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
 from pydantic import ValidationError
 
-from drimbox.errors import DrimboxError, InvalidRequest
+from drimbox.errors import DrimboxError, Forbidden, InvalidRequest
+from drimbox.http_errors import ERROR_RESPONSE
 from drimbox.screening.api import CaseOut, RequestOut, ResultOut
 from drimbox.screening.i18n import ScreeningTranslator
 from drimbox.screening.metrics import dashboard
@@ -33,6 +34,16 @@ _ENV = Environment(loader=ChoiceLoader([FileSystemLoader(Path(__file__).parent /
                                         FileSystemLoader(_WEB_TEMPLATES)]),
                    autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 _MAX_FORM_BYTES = 16 * 1024
+# The pages answer HTML; the app's own refusals before the page runs (login, limits) stay problem details.
+_HTML = {"text/html": {"schema": {"type": "string"}}, **ERROR_RESPONSE["content"]}
+_REFUSED: dict[int | str, dict[str, Any]] = {
+    400: {"description": "refused (the reasons listed in the page)", "content": _HTML},
+    403: {"description": "not this reader's case, or not the programme's node", "content": _HTML},
+    404: {"description": "no such case", "content": _HTML},
+    413: {"description": "form too large", "content": _HTML},
+}
+"""The pages' refusals, HTML like the pages (declared so the OpenAPI says what the site face answers)."""
+_REDIRECT: dict[int | str, dict[str, Any]] = {303: {"description": "done: on to the next page"}, **_REFUSED}
 
 
 def _duration(seconds: float | None) -> str:
@@ -67,12 +78,14 @@ def screening_pages(service: ScreeningService) -> APIRouter:
             response.set_cookie(LANG_COOKIE, t.language, max_age=365 * 86400, httponly=True, samesite="lax")
         return response
 
-    def refused(request: Request, exc: DrimboxError, status: int = 400) -> HTMLResponse:
+    def refused(request: Request, exc: DrimboxError, status: int | None = None) -> HTMLResponse:
         problems = list(exc.problems) if isinstance(exc, InvalidRequest) else []
+        if status is None:
+            status = 403 if isinstance(exc, Forbidden) else 400
         return render(request, "error.html", status=status, title_key="sc.invalid", message=str(exc),
                       details=problems, retry_url=None, back_url=None)
 
-    @router.get("/screening/worklist", response_class=HTMLResponse)
+    @router.get("/screening/worklist", response_class=HTMLResponse, responses=_REFUSED)
     def worklist(request: Request, who: BrowserPrincipal) -> HTMLResponse:
         """The reader's worklist (refreshes itself while a case is being prefetched)."""
         now = service.store.now()
@@ -82,13 +95,13 @@ def screening_pages(service: ScreeningService) -> APIRouter:
         return render(request, "sc_worklist.html", title_key="sc.worklist.title", cases=cases,
                       refresh=5 if waiting else None)
 
-    @router.get("/screening/cases/{case_id}", response_class=HTMLResponse)
+    @router.get("/screening/cases/{case_id}", response_class=HTMLResponse, responses=_REFUSED)
     def case_page(case_id: str, request: Request, who: BrowserPrincipal) -> HTMLResponse:
         """One case: readiness, the viewer link, the reading form (or the recorded result)."""
         try:
             case = CaseOut.of(service.case(case_id, who), service.store.now())
         except DrimboxError as exc:
-            return refused(request, exc, 403 if "another reader" in str(exc) else 404)
+            return refused(request, exc, None if isinstance(exc, Forbidden) else 404)
         sides = ["R", "L"]
         single = service.case(case_id).assignment.get("single_breast")
         if single:
@@ -96,7 +109,8 @@ def screening_pages(service: ScreeningService) -> APIRouter:
         return render(request, "sc_case.html", title_key="sc.case.title", case=case, sides=sides,
                       outcomes=[o.value for o in Outcome], today=date.today().isoformat())
 
-    @router.get("/screening/cases/{case_id}/view")
+    @router.get("/screening/cases/{case_id}/view", status_code=303, response_class=RedirectResponse,
+                responses=_REDIRECT)
     async def view(case_id: str, request: Request, who: BrowserPrincipal) -> Response:
         """Open the case in the viewer (the current exam and its prior)."""
         token = actor_of(request, who).token
@@ -106,7 +120,8 @@ def screening_pages(service: ScreeningService) -> APIRouter:
             return refused(request, exc)
         return RedirectResponse(url, status_code=303)
 
-    @router.post("/screening/cases/{case_id}/reading")
+    @router.post("/screening/cases/{case_id}/reading", status_code=303, response_class=RedirectResponse,
+                 responses=_REDIRECT)
     async def reading(case_id: str, request: Request, who: BrowserPrincipal) -> Response:
         """Record the L2 reading from the form."""
         body = await request.body()
@@ -130,20 +145,21 @@ def screening_pages(service: ScreeningService) -> APIRouter:
             return refused(request, exc)
         return RedirectResponse(f"/screening/cases/{case_id}", status_code=303)
 
-    @router.get("/screening/programme", response_class=HTMLResponse)
+    @router.get("/screening/programme", response_class=HTMLResponse, responses=_REFUSED)
     def programme(request: Request, who: BrowserPrincipal) -> HTMLResponse:
         """The programme's dashboard and its requests."""
         try:
             service._require_programme()
         except DrimboxError as exc:
-            return refused(request, exc, 403)
+            return refused(request, exc)
         rows = service.store.requests()
         board = dashboard(rows, [r.rpps for r in service.config.readers])
         return render(request, "sc_programme.html", title_key="sc.programme.title", board=board,
                       median=_duration(board.turnaround_median_s), p90=_duration(board.turnaround_p90_s),
                       requests=[RequestOut.of(r) for r in reversed(rows)])
 
-    @router.post("/screening/requests/{request_id}/assign")
+    @router.post("/screening/requests/{request_id}/assign", status_code=303, response_class=RedirectResponse,
+                 responses=_REDIRECT)
     async def assign(request_id: str, request: Request, who: BrowserPrincipal) -> Response:
         """Assign round-robin from the dashboard."""
         token = actor_of(request, who).token
@@ -153,7 +169,7 @@ def screening_pages(service: ScreeningService) -> APIRouter:
             return refused(request, exc)
         return RedirectResponse("/screening/programme", status_code=303)
 
-    @router.get("/screening/results", response_class=HTMLResponse)
+    @router.get("/screening/results", response_class=HTMLResponse, responses=_REFUSED)
     def results(request: Request, who: BrowserPrincipal) -> HTMLResponse:
         """The results that came back for this site's exams."""
         rows = service.results()
