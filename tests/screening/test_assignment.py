@@ -18,7 +18,7 @@ from drimbox.retrieve.model import Actor, Exam, InstanceRef, PatientRecord, Pati
 from drimbox.screening.api import network_router, site_router
 from drimbox.screening.errors import AssignmentRefused
 from drimbox.screening.messages import NodeMessenger
-from drimbox.screening.model import PatientRef
+from drimbox.screening.model import Assignment, PatientRef
 from drimbox.screening.service import NodeParts, ScreeningService
 from drimbox.screening.store import ScreeningStore
 from drimbox.trust.audit import AuditStore
@@ -159,3 +159,28 @@ def test_openapi_documents_the_screening_routes(programme: tuple[ScreeningServic
             "/api/screening/cases/{case_id}/reading", "/api/screening/dashboard", "/api/screening/dashboard.csv",
             "/screening/assignments", "/screening/results", "/screening/grants"} <= set(paths)
     assert "application/dicom" in paths["/screening/results"]["post"]["requestBody"]["content"]
+
+
+def test_a_reader_node_takes_assignments_only_from_its_programme_node(tmp_path: Path) -> None:
+    settings = NodeSettings(pacs={"aet": "PACS", "host": "127.0.0.1", "port": 104},  # type: ignore[arg-type]
+                            screening={"enabled": True, "programme_url": _OWN})  # type: ignore[arg-type]
+    parts = NodeParts(directory=None, remote_store=None, remote_studies=None, site_store=None, messenger=None,
+                      audit=AuditStore(tmp_path / "audit.sqlite"))
+    started: list[object] = []
+    reader_node = ScreeningService(settings, ScreeningStore(None), parts, background=started.append)
+    assignment = Assignment(request_id="req-1", study_uid="1.8.1", kos_uid="1.9.1", patient=_PATIENT,
+                            reader_rpps="20202020202", l1=reading("10101010101"),
+                            requested_at=datetime(2026, 12, 1, tzinfo=UTC), programme_url=_OWN,
+                            l1_site_url="https://site-a.test:8443")
+    for wrong in (Principal(subject="rpps:1", kind="practitioner", issuer="idp", rpps="10101010101",
+                            node="crcdc.test"),
+                  Principal(subject="site-c", kind="node", issuer="idp", node="site-c.test")):
+        with pytest.raises(Forbidden, match="an assignment comes only from the node at"):
+            reader_node.receive_assignment(assignment, wrong)
+    assert reader_node.store.cases() == [] and started == []
+    case = reader_node.receive_assignment(assignment, Principal(subject="crcdc", kind="node", issuer="idp",
+                                                                node="crcdc.test"))
+    assert case.status == "waiting" and len(started) == 1  # its prefetch queued
+    again = reader_node.receive_assignment(assignment, Principal(subject="crcdc", kind="node", issuer="idp",
+                                                                 node="crcdc.test"))
+    assert again.id == case.id and len(reader_node.store.cases()) == 1
