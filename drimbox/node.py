@@ -222,6 +222,8 @@ class Node:
         self.iocm.start()
         self.hl7.start()
         self.retention.start(3600.0)
+        if self.import_jobs is not None:
+            self.import_jobs.resume_interrupted()  # granted jobs go on with the node's credential
 
     def stop(self) -> None:
         """Stop taking reports and associations, settle publications, release the PACS and DICOMweb backends."""
