@@ -17,6 +17,7 @@ from fastapi import Request
 
 from drimbox.config import NodeSettings
 from drimbox.errors import ConfigError, Forbidden, UntrustedPeer
+from drimbox.ops.request_id import request_id_hooks
 from drimbox.trust.audit import AuditEvent, AuditTrail
 
 __all__ = [
@@ -67,8 +68,9 @@ def network_client(settings: NodeSettings, *, timeout_s: float | None = None,
                    transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """An ``httpx.Client`` for other nodes' network faces (mutual TLS, bounded timeouts, no redirects)."""
     timeout = timeout_s if timeout_s is not None else settings.retrieve.timeout_s
+    # The request id of the request being handled goes along (node → node).
     return httpx.Client(verify=network_ssl_context(settings), timeout=httpx.Timeout(timeout, connect=10.0),
-                        follow_redirects=False, transport=transport)
+                        follow_redirects=False, transport=transport, event_hooks=request_id_hooks())
 
 
 class InboundPolicy(Protocol):

@@ -1,0 +1,220 @@
+"""The node's Prometheus metrics (``prometheus-client``), one :class:`NodeMetrics` per node instance.
+
+Each node owns its :class:`~prometheus_client.CollectorRegistry` (never the process-wide default), so
+several nodes in one process — tests, the demo — do not mix their counts. The parts that count take
+the :class:`NodeMetrics` (or one of its bound methods) as a constructor argument.
+
+Labels never carry request data: routes are the route *templates* (``/dicom-web/studies/{study}``),
+never a path with UIDs; peers are node addresses of the trust list. What is exposed:
+
+================================================  ==========================================================
+``drimbox_http_requests_total``                   requests by face, route template, method and status
+``drimbox_http_response_bytes_total``             response body bytes by face and route template
+``drimbox_http_requests_in_progress``             requests being answered, by face
+``drimbox_instances_served_total``                instances handed to peers on the network face, by kind
+                                                  (``instance`` = whole instance; metadata, frames, …)
+``drimbox_instance_bytes_served_total``           bytes of the whole instances served to peers
+``drimbox_retrieved_instances_total``             instances received from source nodes (consumer, F7)
+``drimbox_retrieved_bytes_total``                 their bytes
+``drimbox_retrieval_seconds``                     duration of one exam retrieval (histogram)
+``drimbox_retrieval_throughput_bytes_per_second`` bytes received / duration of one exam retrieval
+``drimbox_dimse_associations_total``              associations of the node's SCP by event
+                                                  (established, released, aborted, rejected)
+``drimbox_dimse_errors_total``                    failed DIMSE operations by role and operation
+``drimbox_outbox_jobs``                           publication jobs by state (read from the outbox)
+``drimbox_outbox_oldest_age_seconds``             age of the oldest job not settled (0 when none)
+``drimbox_publication_latency_seconds``           report received → job settled (histogram)
+``drimbox_cache_lookups_total``                   node cache look-ups by result (hit, miss)
+``drimbox_peer_limit_refusals_total``             network-face requests refused by a per-peer cap
+``drimbox_certificate_expiry_seconds``            seconds to expiry of the node, organisation and trust
+                                                  list signer certificates (negative: expired)
+``drimbox_crl_next_update_seconds``               seconds to each configured CRL's nextUpdate
+================================================  ==========================================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any, Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = [
+    "CONTENT_TYPE",
+    "GaugeSource",
+    "HttpMetricsMiddleware",
+    "NodeMetrics",
+    "ResponseObserver",
+    "outbox_gauges",
+]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+"""Media type of the text exposition format."""
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+_THROUGHPUT_BUCKETS = tuple(float(2**k) for k in range(16, 34, 2))  # 64 KiB/s … 8 GiB/s
+
+
+class GaugeSource(Protocol):
+    """Something read at scrape time: yields ``(labels, value)`` pairs of one gauge."""
+
+    def __call__(self) -> Iterable[tuple[dict[str, str], float]]: ...
+
+
+class _ScrapeGauge(Collector):
+    """A labelled gauge whose values are read from ``source`` at each scrape (outbox, certificates)."""
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...], source: GaugeSource) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = labels
+        self.source = source
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(self.name, self.documentation, labels=list(self.labels))]
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(self.name, self.documentation, labels=list(self.labels))
+        for labels, value in self.source():
+            family.add_metric([labels.get(key, "") for key in self.labels], value)
+        return [family]
+
+
+class NodeMetrics:
+    """Every metric of one node, in its own registry (see the module docstring for the list)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter("drimbox_http_requests", "HTTP requests answered.",
+                                     ["face", "route", "method", "status"], registry=r)
+        self.http_response_bytes = Counter("drimbox_http_response_bytes", "HTTP response body bytes sent.",
+                                           ["face", "route"], registry=r)
+        self.http_in_progress = Gauge("drimbox_http_requests_in_progress", "HTTP requests being answered.",
+                                      ["face"], registry=r)
+        self.instances_served = Counter("drimbox_instances_served", "Instances served to peer nodes.",
+                                        ["kind"], registry=r)
+        self.instance_bytes_served = Counter("drimbox_instance_bytes_served",
+                                             "Bytes of whole instances served to peer nodes.", registry=r)
+        self.retrieved_instances = Counter("drimbox_retrieved_instances",
+                                           "Instances received from source nodes.", registry=r)
+        self.retrieved_bytes = Counter("drimbox_retrieved_bytes", "Bytes received from source nodes.", registry=r)
+        self.retrieval_seconds = Histogram("drimbox_retrieval_seconds", "Duration of one exam retrieval.",
+                                           buckets=_DURATION_BUCKETS, registry=r)
+        self.retrieval_throughput = Histogram("drimbox_retrieval_throughput_bytes_per_second",
+                                              "Bytes received per second over one exam retrieval.",
+                                              buckets=_THROUGHPUT_BUCKETS, registry=r)
+        self.dimse_associations = Counter("drimbox_dimse_associations", "Associations of the node's SCP.",
+                                          ["event"], registry=r)
+        self.dimse_errors = Counter("drimbox_dimse_errors", "Failed DIMSE operations.", ["role", "operation"],
+                                    registry=r)
+        self.publication_latency = Histogram("drimbox_publication_latency_seconds",
+                                             "From the report's arrival to its publication job settled.",
+                                             buckets=_DURATION_BUCKETS, registry=r)
+        self.cache_lookups = Counter("drimbox_cache_lookups", "Node cache look-ups.", ["result"], registry=r)
+        self.peer_limit_refusals = Counter("drimbox_peer_limit_refusals",
+                                           "Network-face requests refused by a per-peer cap.", ["limit"], registry=r)
+
+    # -- scrape-time gauges -----------------------------------------------------------------------
+
+    def add_gauge(self, name: str, documentation: str, labels: tuple[str, ...], source: GaugeSource) -> None:
+        """Register a gauge read from ``source`` at each scrape."""
+        self.registry.register(_ScrapeGauge(name, documentation, labels, source))
+
+    # -- what the parts call ----------------------------------------------------------------------
+
+    def cache_lookup(self, hit: bool) -> None:
+        """The node cache answered (``hit``) or went to the PACS / source node."""
+        self.cache_lookups.labels("hit" if hit else "miss").inc()
+
+    def instance_served(self, kind: str, size: int) -> None:
+        """One instance handed over on the network face (``kind`` as in the audit: ``instance``, …)."""
+        self.instances_served.labels(kind).inc()
+        if kind == "instance":
+            self.instance_bytes_served.inc(size)
+
+    def instance_retrieved(self, size: int) -> None:
+        """One instance received from a source node and kept (complete, checked against the KOS)."""
+        self.retrieved_instances.inc()
+        self.retrieved_bytes.inc(size)
+
+    def retrieval_finished(self, seconds: float, received_bytes: int) -> None:
+        """One exam retrieval ended (whatever its outcome)."""
+        self.retrieval_seconds.observe(seconds)
+        if seconds > 0:
+            self.retrieval_throughput.observe(received_bytes / seconds)
+
+    def exposition(self) -> bytes:
+        """The text exposition of every metric (what ``/metrics`` answers)."""
+        return generate_latest(self.registry)
+
+    def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """The current value of one sample (0 when absent): for tests and the CLI."""
+        value = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if value is None else value
+
+
+ResponseObserver = Callable[[str, str, int], None]
+"""Called with (route template, method, status) once a response has started (e.g. the usage KPIs)."""
+
+
+def _route_of(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"
+
+
+class HttpMetricsMiddleware:
+    """ASGI middleware counting requests, statuses and response bytes per route template."""
+
+    def __init__(self, app: ASGIApp, metrics: NodeMetrics, face: str,
+                 observers: Iterable[ResponseObserver] = ()) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.face = face
+        self.observers = tuple(observers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # a request whose app raised before answering is counted as the 500 the server sends
+        sent = 0
+
+        async def counting_send(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        in_progress = self.metrics.http_in_progress.labels(self.face)
+        in_progress.inc()
+        try:
+            await self.app(scope, receive, counting_send)
+        finally:
+            in_progress.dec()
+            route = _route_of(scope)
+            method = str(scope.get("method", "GET"))
+            self.metrics.http_requests.labels(self.face, route, method, str(status)).inc()
+            self.metrics.http_response_bytes.labels(self.face, route).inc(sent)
+            for observer in self.observers:
+                observer(route, method, status)
+
+
+def outbox_gauges(metrics: NodeMetrics, counts: Callable[[], dict[str, int]],
+                  oldest_age: Callable[[], float]) -> None:
+    """Register the outbox depth (jobs by state) and the age of its oldest unsettled job."""
+    metrics.add_gauge("drimbox_outbox_jobs", "Publication jobs by state.", ("state",),
+                      lambda: [({"state": state}, float(n)) for state, n in counts().items()])
+    metrics.add_gauge("drimbox_outbox_oldest_age_seconds", "Age of the oldest publication job not settled.", (),
+                      lambda: [({}, oldest_age())])
