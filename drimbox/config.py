@@ -78,8 +78,11 @@ class LocalAE(_Strict):
     """The node's own DIMSE service (SCU calling AE title and the SCP's listening address)."""
 
     aet: AETitle = "DRIMBOX"
+    """The node's AE title (calling AE of its SCU, called AE of its SCP)."""
     host: str = "127.0.0.1"
+    """Address the SCP listens on."""
     port: Port = 11112
+    """Port the SCP listens on (declare it in the PACS for C-MOVE)."""
 
 
 class DimseSettings(_Strict):
@@ -466,6 +469,7 @@ class NodeSettings(BaseSettings):
     )
 
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")] = "site"
+    """The node's name (logs, audit, metrics, KPI files; the default document source OID derives from it)."""
     local: LocalAE = LocalAE()
     pacs: RemoteAE
     dimse: DimseSettings = DimseSettings()
@@ -488,6 +492,7 @@ class NodeSettings(BaseSettings):
     """The site's own DICOM workstations and PACS that may query the node and be C-MOVE destinations
     (``[[workstations]]`` tables: aet, host, port); a C-MOVE to an AE not listed is refused."""
     log_format: Literal["console", "json"] = "console"
+    """``json``: one JSON object per log line (structlog), with ``request_id`` — for log collectors."""
 
     @field_validator("pacs", mode="before")
     @classmethod

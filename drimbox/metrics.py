@@ -163,13 +163,29 @@ class NodeMetrics:
 
 
 ResponseObserver = Callable[[str, str, int], None]
-"""Called with (route template, method, status) once a response has started (e.g. the usage KPIs)."""
+"""Called with (route template, method, status) when a response starts, before its body (the usage KPIs)."""
 
 
 def _route_of(scope: Scope) -> str:
+    """The route template of the request, with its routers' prefixes (never the path's values).
+
+    The route in the scope knows its own template only (``/studies/{study}``), not the prefixes of the
+    routers it was included through; those are what the request path has before the rendered template.
+    """
     route = scope.get("route")
-    path = getattr(route, "path", None)
-    return str(path) if path else "unmatched"
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if not template:
+        return "unmatched"
+    template = str(template)
+    path = str(scope.get("path", ""))
+    params = {key: str(value) for key, value in (scope.get("path_params") or {}).items()}
+    try:
+        rendered = template.format(**params)
+    except (KeyError, IndexError, ValueError):
+        return template
+    if rendered and path.endswith(rendered):
+        return path[: len(path) - len(rendered)] + template
+    return template
 
 
 class HttpMetricsMiddleware:
@@ -188,11 +204,21 @@ class HttpMetricsMiddleware:
             return
         status = 500  # a request whose app raised before answering is counted as the 500 the server sends
         sent = 0
+        observed = False
+        method = str(scope.get("method", "GET"))
+
+        def observe() -> None:
+            # Before the body goes out: whoever reads the response can rely on what the observers wrote.
+            nonlocal observed
+            observed = True
+            for observer in self.observers:
+                observer(_route_of(scope), method, status)
 
         async def counting_send(message: Message) -> None:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                observe()
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)
@@ -204,11 +230,10 @@ class HttpMetricsMiddleware:
         finally:
             in_progress.dec()
             route = _route_of(scope)
-            method = str(scope.get("method", "GET"))
             self.metrics.http_requests.labels(self.face, route, method, str(status)).inc()
             self.metrics.http_response_bytes.labels(self.face, route).inc(sent)
-            for observer in self.observers:
-                observer(route, method, status)
+            if not observed:
+                observe()
 
 
 def outbox_gauges(metrics: NodeMetrics, counts: Callable[[], dict[str, int]],

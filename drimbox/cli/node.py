@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from drimbox.cli.common import ConfigOption, load_node_settings, out_console
@@ -16,6 +20,19 @@ def check(config: ConfigOption) -> None:
     """Validate a settings file; print the effective settings."""
     settings = load_node_settings(config)
     out_console.print_json(settings.model_dump_json())
+
+
+@config_app.command("reference")
+def reference(output: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None
+              ) -> None:
+    """Print the configuration reference (docs/configuration.md) generated from the settings models."""
+    from drimbox.ops.reference import configuration_reference
+
+    text = configuration_reference()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
 
 
 def serve(config: ConfigOption) -> None:
