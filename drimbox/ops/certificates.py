@@ -136,6 +136,7 @@ class CertificateMonitor:
         """Fail on an expired certificate, a CRL past its ``nextUpdate`` or an unreadable file; warn ahead."""
         now = self.clock()
         problems: list[str] = []
+        soon: list[str] = []
         for deadline in [*self.certificates(), *self.crls()]:
             what = "CRL" if deadline.role == "crl" else f"{deadline.role} certificate"
             if deadline.at is None:
@@ -150,9 +151,11 @@ class CertificateMonitor:
                           role=deadline.role, name=deadline.name, at=when, alert=True)
             elif left <= self.warning_s:
                 self._warn(deadline, left, when)
+                soon.append(f"{what} {deadline.name}: {'expires' if deadline.role != 'crl' else 'next update'} "
+                            f"in {left / _DAY_S:.0f} day(s)")
         if problems:
-            return MonitorCheck(False, "; ".join(problems))
-        return MonitorCheck(True, "certificates valid, CRLs fresh")
+            return MonitorCheck(False, "; ".join(problems + soon))
+        return MonitorCheck(True, "; ".join(["certificates valid, CRLs fresh", *soon]))
 
     def _warn(self, deadline: Deadline, left: float, when: str) -> None:
         key = (deadline.role, deadline.name)

@@ -25,7 +25,7 @@ from pydantic_core import PydanticUndefined
 
 from drimbox.config import NodeSettings
 
-__all__ = ["configuration_reference"]
+__all__ = ["configuration_reference", "is_table"]
 
 _HEADER = """\
 # Configuration reference
@@ -119,7 +119,8 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def _is_table(annotation: Any) -> type[BaseModel] | None:
+def is_table(annotation: Any) -> type[BaseModel] | None:
+    """The settings model of a table (``[x]``) or of repeated tables (``[[x]]``), else ``None``."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     if typing.get_origin(annotation) is tuple:
@@ -150,7 +151,7 @@ def configuration_reference() -> str:
     top: list[tuple[str, FieldInfo]] = []
     tables: list[tuple[str, type[BaseModel], bool, FieldInfo]] = []
     for name, field in NodeSettings.model_fields.items():
-        table = _is_table(field.annotation)
+        table = is_table(field.annotation)
         if table is None:
             top.append((name, field))
         else:

@@ -72,8 +72,8 @@ def test_metrics_count_exactly_the_instances_and_bytes_of_a_retrieval(net: Net, 
             break
         time.sleep(0.2)
     assert served == n
-    assert _value(after, "drimbox_instance_bytes_served_total") - _value(before, "drimbox_instance_bytes_served_total") \
-        == b
+    bytes_served = "drimbox_instance_bytes_served_total"
+    assert _value(after, bytes_served) - _value(before, bytes_served) == b
     series_route = "/dicom-web/studies/{study}/series/{series}"
     requests = _value(after, "drimbox_http_requests_total", face="network", route=series_route, method="GET",
                       status="200") - _value(before, "drimbox_http_requests_total", face="network",
