@@ -35,6 +35,20 @@ def reference(output: Annotated[Path | None, typer.Option(help="Write to this fi
         output.write_text(text, encoding="utf-8")
 
 
+@config_app.command("conformance")
+def conformance(output_dir: Annotated[Path | None, typer.Option(
+        help="Write dicom-conformance.md and dicomweb-conformance.md there instead of stdout.")] = None) -> None:
+    """Print the DICOM and DICOMweb conformance statements generated from the code's negotiation lists."""
+    from drimbox.ops.conformance import dicom_conformance, dicomweb_conformance
+
+    texts = {"dicom-conformance.md": dicom_conformance(), "dicomweb-conformance.md": dicomweb_conformance()}
+    for name, text in texts.items():
+        if output_dir is None:
+            sys.stdout.write(text)
+        else:
+            (output_dir / name).write_text(text, encoding="utf-8")
+
+
 def serve(config: ConfigOption) -> None:
     """Run the node (DIMSE SCP, site face, network face) until interrupted."""
     from drimbox.node import run_node  # the server stack is only imported by the commands that run it

@@ -1,4 +1,5 @@
-"""The configuration reference (docs/configuration.md) is the one generated from the settings models."""
+"""The generated documents are in sync with the code: the configuration reference (docs/configuration.md)
+with the settings models, the conformance statements with the negotiation lists."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 from drimbox.config import NodeSettings
+from drimbox.ops.conformance import dicom_conformance, dicomweb_conformance
 from drimbox.ops.reference import configuration_reference, is_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,3 +40,21 @@ def test_the_command_prints_it() -> None:
     printed = subprocess.run([str(script), "config", "reference"], capture_output=True, text=True, check=True,
                              cwd=ROOT).stdout
     assert printed == configuration_reference()
+
+
+def test_the_committed_conformance_statements_are_the_generated_ones() -> None:
+    generated = {"dicom-conformance.md": dicom_conformance(), "dicomweb-conformance.md": dicomweb_conformance()}
+    for name, text in generated.items():
+        committed = (ROOT / "docs" / name).read_text(encoding="utf-8")
+        assert committed == text, f"docs/{name} is out of date: run `drimbox config conformance --output-dir docs`"
+
+
+def test_the_conformance_statements_name_what_the_code_negotiates() -> None:
+    dicom = dicom_conformance()
+    for uid in ("1.2.840.10008.5.1.4.1.1.1.2", "1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.20.1",
+                "1.2.840.10008.1.2.4.90", "1.2.840.10008.5.1.4.1.2.2.3"):  # MG, CT, commitment, J2K lossless, GET
+        assert f"`{uid}`" in dicom
+    web = dicomweb_conformance()
+    assert "| GET | `/dicom-web/studies/{study}/series/{series}` | yes | yes |" in web
+    assert "| POST | `/dicom-web/studies` | yes | no |" in web
+    assert "| GET | `/dicom-web/studies` | yes | no |" in web
