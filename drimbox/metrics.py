@@ -18,8 +18,9 @@ never a path with UIDs; peers are node addresses of the trust list. What is expo
 ``drimbox_retrieved_bytes_total``                 their bytes
 ``drimbox_retrieval_seconds``                     duration of one exam retrieval (histogram)
 ``drimbox_retrieval_throughput_bytes_per_second`` bytes received / duration of one exam retrieval
-``drimbox_dimse_associations_total``              associations of the node's SCP by event
-                                                  (established, released, aborted, rejected)
+``drimbox_dimse_associations_total``              associations by role and event: ``scp`` (established,
+                                                  released, aborted, rejected), ``scu`` towards the PACS
+                                                  (established, unreachable, rejected, timeout, …)
 ``drimbox_dimse_errors_total``                    failed DIMSE operations by role and operation
 ``drimbox_outbox_jobs``                           publication jobs by state (read from the outbox)
 ``drimbox_outbox_oldest_age_seconds``             age of the oldest job not settled (0 when none)
@@ -112,8 +113,9 @@ class NodeMetrics:
         self.retrieval_throughput = Histogram("drimbox_retrieval_throughput_bytes_per_second",
                                               "Bytes received per second over one exam retrieval.",
                                               buckets=_THROUGHPUT_BUCKETS, registry=r)
-        self.dimse_associations = Counter("drimbox_dimse_associations", "Associations of the node's SCP.",
-                                          ["event"], registry=r)
+        self.dimse_associations = Counter("drimbox_dimse_associations",
+                                          "DIMSE associations by role (scp: accepted by the node; scu: requested "
+                                          "of the PACS) and event.", ["role", "event"], registry=r)
         self.dimse_errors = Counter("drimbox_dimse_errors", "Failed DIMSE operations.", ["role", "operation"],
                                     registry=r)
         self.publication_latency = Histogram("drimbox_publication_latency_seconds",
@@ -130,6 +132,12 @@ class NodeMetrics:
         self.registry.register(_ScrapeGauge(name, documentation, labels, source))
 
     # -- what the parts call ----------------------------------------------------------------------
+
+    def scu_association(self, outcome: str) -> None:
+        """An association request to the PACS: ``established`` or how it failed."""
+        self.dimse_associations.labels("scu", outcome).inc()
+        if outcome != "established":
+            self.dimse_errors.labels("scu", f"association-{outcome}").inc()
 
     def cache_lookup(self, hit: bool) -> None:
         """The node cache answered (``hit``) or went to the PACS / source node."""

@@ -112,7 +112,7 @@ class Node:
         self.mediator = MoveMediator(quarantine_dir=settings.storage.quarantine_dir,
                                      straggler_timeout_s=settings.dimse.move_quarantine_s)
         self.pacs = PacsClient(local=settings.local, remote=settings.pacs, dimse=settings.dimse,
-                               mediator=self.mediator)
+                               mediator=self.mediator, on_association=self.metrics.scu_association)
         label = f"{settings.pacs.aet}@{settings.pacs.host}:{settings.pacs.port}"
         # Hash-chained, with checkpoints signed by the node's key (tls.key_file) kept outside the database.
         self.audit = AuditStore.for_node(settings)

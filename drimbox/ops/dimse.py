@@ -32,6 +32,6 @@ class ScpAssociationMeter:
         return [(event, self._count, [name]) for name, event in _EVENTS.items()]
 
     def _count(self, event: Event, name: str) -> None:
-        self.metrics.dimse_associations.labels(name).inc()
+        self.metrics.dimse_associations.labels("scp", name).inc()
         if name in ("aborted", "rejected"):
             self.metrics.dimse_errors.labels("scp", f"association-{name}").inc()

@@ -10,9 +10,10 @@ says. ``drimbox config reference`` prints it; a test asserts the committed file 
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import json
-import textwrap
+import sys
 import types
 import typing
 from enum import Enum
@@ -40,14 +41,22 @@ effective settings; a bad value stops with one line naming the key.
 """
 
 
-def _attribute_docs(cls: type) -> dict[str, str]:
-    """``{field: docstring}`` of the string literals right under annotated assignments."""
+@functools.cache
+def _module_classes(module_name: str) -> dict[str, ast.ClassDef]:
+    """The top-level classes of a module's source, parsed once."""
+    module = sys.modules[module_name]
     try:
-        source = textwrap.dedent(inspect.getsource(cls))
+        tree = ast.parse(inspect.getsource(module))
     except (OSError, TypeError):
         return {}
-    body = ast.parse(source).body[0]
-    assert isinstance(body, ast.ClassDef)
+    return {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def _attribute_docs(cls: type) -> dict[str, str]:
+    """``{field: docstring}`` of the string literals right under annotated assignments."""
+    body = _module_classes(cls.__module__).get(cls.__name__)
+    if body is None:
+        return {}
     docs: dict[str, str] = {}
     for current, following in zip(body.body, body.body[1:], strict=False):
         if (isinstance(current, ast.AnnAssign) and isinstance(current.target, ast.Name)

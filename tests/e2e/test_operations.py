@@ -30,8 +30,8 @@ def _scrape(net: Net, site: str, token: str) -> dict[tuple[str, tuple[tuple[str,
             for family in text_string_to_metric_families(response.text) for s in family.samples}
 
 
-def _value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+def _value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], metric: str, **labels: str) -> float:
+    return samples.get((metric, tuple(sorted(labels.items()))), 0.0)
 
 
 def test_metrics_count_exactly_the_instances_and_bytes_of_a_retrieval(net: Net, tmp_path: Path) -> None:
@@ -94,6 +94,10 @@ def test_metrics_need_a_token_and_readiness_names_its_checks(net: Net) -> None:
     assert body["status"] == "ready"
     assert {"pacs", "registry", "outbox", "certificates"} <= set(body["checks"])
     assert all(check["ok"] for check in body["checks"].values()), body
+    scraped = _scrape(net, "site-a", net.token())
+    assert _value(scraped, "drimbox_dimse_associations_total", role="scu", event="established") >= 1
+    assert _value(scraped, "drimbox_certificate_expiry_seconds", role="node",
+                  name=str(net.settings("site-a").tls.cert_file)) > 30 * 86400
     # The response carries a request id; a caller's own (valid) one is kept, a hostile one replaced.
     assert len(ready.headers["x-request-id"]) == 32
     kept = httpx.get(f"{base}/healthz", headers={"X-Request-ID": "probe-42"}, timeout=10)

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from fastapi import FastAPI, Response
 
-from drimbox.config import PeerLimitSettings, load_settings
+from drimbox.config import DimseSettings, LocalAE, PeerLimitSettings, RemoteAE, load_settings
 from drimbox.devnet.pki import TestCA
 from drimbox.metrics import HttpMetricsMiddleware, NodeMetrics
 from drimbox.ops.certificates import CertificateMonitor
@@ -235,3 +235,17 @@ def test_the_kpi_file_counts_calls_per_day_and_survives_a_restart(tmp_path: Path
         {"refused": 1}
     assert metrics.sample("drimbox_http_requests_total",
                           {"face": "site", "route": "/contextual-call", "method": "POST", "status": "400"}) == 1
+
+
+def test_association_failures_towards_the_pacs_are_counted(node_ae: LocalAE) -> None:
+    from drimbox.devnet.ports import free_port
+    from drimbox.errors import PacsUnreachable
+    from drimbox.pacs import PacsClient
+
+    metrics = NodeMetrics()
+    nobody = RemoteAE(aet="PACS", host="127.0.0.1", port=free_port("127.0.0.1"), timeout_s=2)
+    with PacsClient(node_ae, nobody, DimseSettings(connect_timeout_s=1), on_association=metrics.scu_association) \
+            as client, pytest.raises(PacsUnreachable):
+        client.echo()
+    assert metrics.sample("drimbox_dimse_associations_total", {"role": "scu", "event": "unreachable"}) >= 1
+    assert metrics.sample("drimbox_dimse_errors_total", {"role": "scu", "operation": "association-unreachable"}) >= 1

@@ -3,10 +3,11 @@ with the settings models, the conformance statements with the negotiation lists.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from drimbox.cli import app
 from drimbox.config import NodeSettings
 from drimbox.ops.conformance import dicom_conformance, dicomweb_conformance
 from drimbox.ops.reference import configuration_reference, is_table
@@ -36,10 +37,9 @@ def test_every_key_of_every_table_is_documented() -> None:
 
 
 def test_the_command_prints_it() -> None:
-    script = Path(sys.executable).with_name("drimbox")
-    printed = subprocess.run([str(script), "config", "reference"], capture_output=True, text=True, check=True,
-                             cwd=ROOT).stdout
-    assert printed == configuration_reference()
+    result = CliRunner().invoke(app, ["config", "reference"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == configuration_reference()
 
 
 def test_the_committed_conformance_statements_are_the_generated_ones() -> None:

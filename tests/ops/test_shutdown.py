@@ -99,17 +99,34 @@ class ServedNode:
             self.child = None
 
 
+@dataclass
+class _Shared:
+    registry: RegistryProcess
+    cert: IssuedCert
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Shared]:
+    """One registry (and CA) for this module's nodes; each test has its own node and data."""
+    workdir = tmp_path_factory.mktemp("shutdown")
+    ca = TestCA.create(workdir / "pki")
+    registry = RegistryProcess(workdir, ca)
+    try:
+        yield _Shared(registry, ca.issue("site-a", hosts=["127.0.0.1"]))
+    finally:
+        registry.stop()
+
+
 @pytest.fixture()
-def node(tmp_path: Path, orthanc_a_clean: OrthancProcess, node_ae: LocalAE) -> Iterator[ServedNode]:
-    ca = TestCA.create(tmp_path / "pki")
-    cert = ca.issue("site-a", hosts=["127.0.0.1"])
-    registry = RegistryProcess(tmp_path, ca)
+def node(tmp_path: Path, shared: _Shared, orthanc_a: OrthancProcess, node_ae: LocalAE) -> Iterator[ServedNode]:
+    """``drimbox serve`` over the session's Orthanc (studies of these tests have their own UIDs)."""
+    cert, registry = shared.cert, shared.registry
     http_port, hl7_port = free_port("127.0.0.1"), free_port("127.0.0.1")
     settings = {
         "name": "site-a",
         "local": {"aet": node_ae.aet, "host": node_ae.host, "port": node_ae.port},
-        "pacs": {"aet": orthanc_a_clean.aet, "host": orthanc_a_clean.dicom_host, "port": orthanc_a_clean.dicom_port,
-                 "rest_url": orthanc_a_clean.http_url},
+        "pacs": {"aet": orthanc_a.aet, "host": orthanc_a.dicom_host, "port": orthanc_a.dicom_port,
+                 "rest_url": orthanc_a.http_url},
         "http": {"host": "127.0.0.1", "port": http_port},
         "auth": {"dev_mode": True},
         "hl7": {"host": "127.0.0.1", "port": hl7_port, "shutdown_grace_s": 1.0},
@@ -127,7 +144,6 @@ def node(tmp_path: Path, orthanc_a_clean: OrthancProcess, node_ae: LocalAE) -> I
         yield served
     finally:
         served.stop()
-        registry.stop()
 
 
 def _original_bytes(files: list[Path]) -> dict[str, bytes]:
@@ -145,10 +161,11 @@ def _cached(cache_dir: Path, study_uid: str) -> tuple[dict[str, bytes], bool]:
 
 
 def test_sigterm_during_a_retrieval_leaves_no_half_written_cache_entry(
-    node: ServedNode, orthanc_a_clean: OrthancProcess, tmp_path: Path
+    node: ServedNode, orthanc_a: OrthancProcess, tmp_path: Path
 ) -> None:
-    study = write_ct_study(tmp_path / "ct", make_patient(7, sex="M", with_ins=True), series=2, slices_per_series=20)
-    orthanc_a_clean.upload(study.files)
+    study = write_ct_study(tmp_path / "ct", make_patient(7, sex="M", with_ins=True), series=2, slices_per_series=20,
+                           seed=1007)
+    orthanc_a.upload(study.files)
     originals = _original_bytes(list(study.files))
     node.start()
     url = f"{node.base_url}/dicom-web/studies/{study.study_instance_uid}"
@@ -185,9 +202,9 @@ def test_sigterm_during_a_retrieval_leaves_no_half_written_cache_entry(
     # from it as complete, so the next request goes to the PACS again.
 
 
-def test_sigterm_during_publications_loses_no_outbox_job(node: ServedNode, orthanc_a_clean: OrthancProcess,
+def test_sigterm_during_publications_loses_no_outbox_job(node: ServedNode, orthanc_a: OrthancProcess,
                                                          tmp_path: Path) -> None:
-    exams = make_exams(tmp_path / "exams", orthanc_a_clean, 4)
+    exams = make_exams(tmp_path / "exams", orthanc_a, 4, first=9100)
     node.start()
     ris = Ris(node.hl7_port)
     for exam in exams:
@@ -195,10 +212,13 @@ def test_sigterm_during_publications_loses_no_outbox_job(node: ServedNode, ortha
     outbox_path = node.data_dir / "outbox.sqlite3"
     outbox = Outbox(outbox_path)
     try:
-        counts = outbox.counts()
+        deadline = time.monotonic() + 10
+        while not (counts := outbox.counts()).get(JobState.IN_FLIGHT) and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         outbox.close()
-    assert counts.get(JobState.DONE, 0) < len(exams), f"every job done before SIGTERM: {counts}"
+    # SIGTERM while a worker is publishing (claimed, between its C-FIND walk and the registry's answer).
+    assert counts.get(JobState.IN_FLIGHT), f"no publication in progress to interrupt: {counts}"
     status, _ = node.sigterm_and_wait(timeout=60)
     assert status == 0
     outbox = Outbox(outbox_path)
