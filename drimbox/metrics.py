@@ -35,12 +35,14 @@ never a path with UIDs; peers are node addresses of the trust list. What is expo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from drimbox.limits import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "CONTENT_TYPE",
@@ -54,11 +56,6 @@ __all__ = [
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """Media type of the text exposition format."""
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _THROUGHPUT_BUCKETS = tuple(float(2**k) for k in range(16, 34, 2))  # 64 KiB/s … 8 GiB/s

@@ -19,18 +19,13 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from drimbox.config import PeerLimitSettings
+from drimbox.limits import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["OutboundLimiter", "PeerLimitsMiddleware", "TokenBucket"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _EXEMPT = frozenset({"/healthz", "/readyz"})
 

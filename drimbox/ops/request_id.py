@@ -15,11 +15,12 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import httpx
 import structlog
+
+from drimbox.limits import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "HEADER",
@@ -33,12 +34,6 @@ __all__ = [
 HEADER = "X-Request-ID"
 _VALID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _KEY = "request_id"
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 def valid_request_id(value: str | None) -> str | None:

@@ -92,12 +92,15 @@ def test_metrics_need_a_token_and_readiness_names_its_checks(net: Net) -> None:
     body = ready.json()
     assert ready.status_code == 200, body
     assert body["status"] == "ready"
-    assert {"pacs", "registry", "outbox", "certificates"} <= set(body["checks"])
+    assert {"pacs", "registry", "trust_list", "outbox", "certificates"} <= set(body["checks"])
     assert all(check["ok"] for check in body["checks"].values()), body
     scraped = _scrape(net, "site-a", net.token())
     assert _value(scraped, "drimbox_dimse_associations_total", role="scu", event="established") >= 1
     assert _value(scraped, "drimbox_certificate_expiry_seconds", role="node",
                   name=str(net.settings("site-a").tls.cert_file)) > 30 * 86400
+    signer = [value for (metric, labels), value in scraped.items()
+              if metric == "drimbox_certificate_expiry_seconds" and ("role", "trust_list_signer") in labels]
+    assert len(signer) == 1 and signer[0] > 0  # the signer of the trust list in force
     # The response carries a request id; a caller's own (valid) one is kept, a hostile one replaced.
     assert len(ready.headers["x-request-id"]) == 32
     kept = httpx.get(f"{base}/healthz", headers={"X-Request-ID": "probe-42"}, timeout=10)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -24,7 +26,7 @@ from drimbox.devnet.pki import TestCA
 from drimbox.metrics import HttpMetricsMiddleware, NodeMetrics
 from drimbox.ops.certificates import CertificateMonitor
 from drimbox.ops.kpi import KpiRecorder
-from drimbox.ops.peer_limits import PeerLimitsMiddleware, TokenBucket
+from drimbox.ops.peer_limits import OutboundLimiter, PeerLimitsMiddleware, TokenBucket
 from drimbox.ops.readiness import CheckResult, Readiness, outbox_check
 from drimbox.ops.request_id import RequestIdMiddleware, current_request_id, request_id_hooks
 from drimbox.publish.outbox import Outbox
@@ -249,3 +251,23 @@ def test_association_failures_towards_the_pacs_are_counted(node_ae: LocalAE) -> 
         client.echo()
     assert metrics.sample("drimbox_dimse_associations_total", {"role": "scu", "event": "unreachable"}) >= 1
     assert metrics.sample("drimbox_dimse_errors_total", {"role": "scu", "operation": "association-unreachable"}) >= 1
+
+
+def test_outbound_requests_to_one_source_share_its_cap() -> None:
+    limiter = OutboundLimiter(PeerLimitSettings(outbound_max_concurrent=2))
+    lock = threading.Lock()
+    running = {"a": 0, "b": 0}
+    peak = {"a": 0, "b": 0}
+
+    def request(host: str) -> None:
+        with limiter.slot(host):
+            with lock:
+                running[host] += 1
+                peak[host] = max(peak[host], running[host])
+            time.sleep(0.05)
+            with lock:
+                running[host] -= 1
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(request, ["a"] * 6 + ["b"] * 6))
+    assert peak == {"a": 2, "b": 2}  # each source its own cap, every retrieval of the node together
