@@ -5,37 +5,18 @@ several nodes in one process — tests, the demo — do not mix their counts. Th
 the :class:`NodeMetrics` (or one of its bound methods) as a constructor argument.
 
 Labels never carry request data: routes are the route *templates* (``/dicom-web/studies/{study}``),
-never a path with UIDs; peers are node addresses of the trust list. What is exposed:
-
-================================================  ==========================================================
-``drimbox_http_requests_total``                   requests by face, route template, method and status
-``drimbox_http_response_bytes_total``             response body bytes by face and route template
-``drimbox_http_requests_in_progress``             requests being answered, by face
-``drimbox_instances_served_total``                instances handed to peers on the network face, by kind
-                                                  (``instance`` = whole instance; metadata, frames, …)
-``drimbox_instance_bytes_served_total``           bytes of the whole instances served to peers
-``drimbox_retrieved_instances_total``             instances received from source nodes (consumer, F7)
-``drimbox_retrieved_bytes_total``                 their bytes
-``drimbox_retrieval_seconds``                     duration of one exam retrieval (histogram)
-``drimbox_retrieval_throughput_bytes_per_second`` bytes received / duration of one exam retrieval
-``drimbox_dimse_associations_total``              associations by role and event: ``scp`` (established,
-                                                  released, aborted, rejected), ``scu`` towards the PACS
-                                                  (established, unreachable, rejected, timeout, …)
-``drimbox_dimse_errors_total``                    failed DIMSE operations by role and operation
-``drimbox_outbox_jobs``                           publication jobs by state (read from the outbox)
-``drimbox_outbox_oldest_age_seconds``             age of the oldest job not settled (0 when none)
-``drimbox_publication_latency_seconds``           report received → job settled (histogram)
-``drimbox_cache_lookups_total``                   node cache look-ups by result (hit, miss)
-``drimbox_peer_limit_refusals_total``             network-face requests refused by a per-peer cap
-``drimbox_certificate_expiry_seconds``            seconds to expiry of the node, organisation and trust
-                                                  list signer certificates (negative: expired)
-``drimbox_crl_next_update_seconds``               seconds to each configured CRL's nextUpdate
-================================================  ==========================================================
+never a path with UIDs. The list of metrics, with their labels and help, is generated from
+:attr:`NodeMetrics.catalogue` into ``docs/metrics.md`` (``drimbox config metrics``): request counts by
+face, route template and status, response bytes, instances and bytes served to peers and retrieved
+from sources, retrieval duration and throughput, DIMSE associations and errors (SCP and SCU),
+outbox depth and age, publication latency, cache look-ups, per-peer cap refusals, certificate expiry
+and CRL next update.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -48,8 +29,10 @@ __all__ = [
     "CONTENT_TYPE",
     "GaugeSource",
     "HttpMetricsMiddleware",
+    "MetricInfo",
     "NodeMetrics",
     "ResponseObserver",
+    "certificate_gauges",
     "outbox_gauges",
 ]
 
@@ -59,6 +42,16 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 _THROUGHPUT_BUCKETS = tuple(float(2**k) for k in range(16, 34, 2))  # 64 KiB/s … 8 GiB/s
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """One metric as documented: exposed name, type, label names, help."""
+
+    name: str
+    kind: str
+    labels: tuple[str, ...]
+    documentation: str
 
 
 class GaugeSource(Protocol):
@@ -91,41 +84,53 @@ class NodeMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
-        self.http_requests = Counter("drimbox_http_requests", "HTTP requests answered.",
-                                     ["face", "route", "method", "status"], registry=r)
-        self.http_response_bytes = Counter("drimbox_http_response_bytes", "HTTP response body bytes sent.",
-                                           ["face", "route"], registry=r)
-        self.http_in_progress = Gauge("drimbox_http_requests_in_progress", "HTTP requests being answered.",
-                                      ["face"], registry=r)
-        self.instances_served = Counter("drimbox_instances_served", "Instances served to peer nodes.",
-                                        ["kind"], registry=r)
-        self.instance_bytes_served = Counter("drimbox_instance_bytes_served",
-                                             "Bytes of whole instances served to peer nodes.", registry=r)
-        self.retrieved_instances = Counter("drimbox_retrieved_instances",
-                                           "Instances received from source nodes.", registry=r)
-        self.retrieved_bytes = Counter("drimbox_retrieved_bytes", "Bytes received from source nodes.", registry=r)
-        self.retrieval_seconds = Histogram("drimbox_retrieval_seconds", "Duration of one exam retrieval.",
-                                           buckets=_DURATION_BUCKETS, registry=r)
-        self.retrieval_throughput = Histogram("drimbox_retrieval_throughput_bytes_per_second",
+        self.catalogue: list[MetricInfo] = []
+        """Every metric declared, with its labels (the generated ``docs/metrics.md``)."""
+        counter, gauge, histogram = self._counter, self._gauge, self._histogram
+        self.http_requests = counter("drimbox_http_requests", "HTTP requests answered.",
+                                     ("face", "route", "method", "status"))
+        self.http_response_bytes = counter("drimbox_http_response_bytes", "HTTP response body bytes sent.",
+                                           ("face", "route"))
+        self.http_in_progress = gauge("drimbox_http_requests_in_progress", "HTTP requests being answered.",
+                                      ("face",))
+        self.instances_served = counter("drimbox_instances_served", "Instances served to peer nodes.", ("kind",))
+        self.instance_bytes_served = counter("drimbox_instance_bytes_served",
+                                             "Bytes of whole instances served to peer nodes.")
+        self.retrieved_instances = counter("drimbox_retrieved_instances", "Instances received from source nodes.")
+        self.retrieved_bytes = counter("drimbox_retrieved_bytes", "Bytes received from source nodes.")
+        self.retrieval_seconds = histogram("drimbox_retrieval_seconds", "Duration of one exam retrieval.",
+                                           _DURATION_BUCKETS)
+        self.retrieval_throughput = histogram("drimbox_retrieval_throughput_bytes_per_second",
                                               "Bytes received per second over one exam retrieval.",
-                                              buckets=_THROUGHPUT_BUCKETS, registry=r)
-        self.dimse_associations = Counter("drimbox_dimse_associations",
+                                              _THROUGHPUT_BUCKETS)
+        self.dimse_associations = counter("drimbox_dimse_associations",
                                           "DIMSE associations by role (scp: accepted by the node; scu: requested "
-                                          "of the PACS) and event.", ["role", "event"], registry=r)
-        self.dimse_errors = Counter("drimbox_dimse_errors", "Failed DIMSE operations.", ["role", "operation"],
-                                    registry=r)
-        self.publication_latency = Histogram("drimbox_publication_latency_seconds",
+                                          "of the PACS) and event.", ("role", "event"))
+        self.dimse_errors = counter("drimbox_dimse_errors", "Failed DIMSE operations.", ("role", "operation"))
+        self.publication_latency = histogram("drimbox_publication_latency_seconds",
                                              "From the report's arrival to its publication job settled.",
-                                             buckets=_DURATION_BUCKETS, registry=r)
-        self.cache_lookups = Counter("drimbox_cache_lookups", "Node cache look-ups.", ["result"], registry=r)
-        self.peer_limit_refusals = Counter("drimbox_peer_limit_refusals",
-                                           "Network-face requests refused by a per-peer cap.", ["limit"], registry=r)
+                                             _DURATION_BUCKETS)
+        self.cache_lookups = counter("drimbox_cache_lookups", "Node cache look-ups.", ("result",))
+        self.peer_limit_refusals = counter("drimbox_peer_limit_refusals",
+                                           "Network-face requests refused by a per-peer cap.", ("limit",))
+
+    def _counter(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> Counter:
+        self.catalogue.append(MetricInfo(f"{name}_total", "counter", labels, documentation))
+        return Counter(name, documentation, labels, registry=self.registry)
+
+    def _gauge(self, name: str, documentation: str, labels: tuple[str, ...] = ()) -> Gauge:
+        self.catalogue.append(MetricInfo(name, "gauge", labels, documentation))
+        return Gauge(name, documentation, labels, registry=self.registry)
+
+    def _histogram(self, name: str, documentation: str, buckets: tuple[float, ...]) -> Histogram:
+        self.catalogue.append(MetricInfo(name, "histogram", (), documentation))
+        return Histogram(name, documentation, buckets=buckets, registry=self.registry)
 
     # -- scrape-time gauges -----------------------------------------------------------------------
 
     def add_gauge(self, name: str, documentation: str, labels: tuple[str, ...], source: GaugeSource) -> None:
         """Register a gauge read from ``source`` at each scrape."""
+        self.catalogue.append(MetricInfo(name, "gauge", labels, documentation))
         self.registry.register(_ScrapeGauge(name, documentation, labels, source))
 
     # -- what the parts call ----------------------------------------------------------------------
@@ -239,6 +244,14 @@ class HttpMetricsMiddleware:
             self.metrics.http_response_bytes.labels(self.face, route).inc(sent)
             if not observed:
                 observe()
+
+
+def certificate_gauges(metrics: NodeMetrics, expiry: GaugeSource, crls: GaugeSource) -> None:
+    """Register the seconds to expiry of the monitored certificates and to each CRL's nextUpdate."""
+    metrics.add_gauge("drimbox_certificate_expiry_seconds",
+                      "Seconds until the certificate expires (negative: expired).", ("role", "name"), expiry)
+    metrics.add_gauge("drimbox_crl_next_update_seconds", "Seconds until the CRL's nextUpdate (negative: stale).",
+                      ("name",), crls)
 
 
 def outbox_gauges(metrics: NodeMetrics, counts: Callable[[], dict[str, int]],

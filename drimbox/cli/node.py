@@ -28,11 +28,7 @@ def reference(output: Annotated[Path | None, typer.Option(help="Write to this fi
     """Print the configuration reference (docs/configuration.md) generated from the settings models."""
     from drimbox.ops.reference import configuration_reference
 
-    text = configuration_reference()
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        output.write_text(text, encoding="utf-8")
+    _emit(configuration_reference(), output)
 
 
 @config_app.command("conformance")
@@ -43,10 +39,23 @@ def conformance(output_dir: Annotated[Path | None, typer.Option(
 
     texts = {"dicom-conformance.md": dicom_conformance(), "dicomweb-conformance.md": dicomweb_conformance()}
     for name, text in texts.items():
-        if output_dir is None:
-            sys.stdout.write(text)
-        else:
-            (output_dir / name).write_text(text, encoding="utf-8")
+        _emit(text, output_dir / name if output_dir is not None else None)
+
+
+@config_app.command("metrics")
+def metrics(output: Annotated[Path | None, typer.Option(help="Write to this file instead of stdout.")] = None
+            ) -> None:
+    """Print the metrics reference (docs/metrics.md) generated from the node's metric declarations."""
+    from drimbox.ops.metrics_reference import metrics_reference
+
+    _emit(metrics_reference(), output)
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
 
 
 def serve(config: ConfigOption) -> None:

@@ -23,7 +23,14 @@ import httpx
 from fastapi import APIRouter, FastAPI, Response
 
 from drimbox.config import NodeSettings
-from drimbox.metrics import CONTENT_TYPE, HttpMetricsMiddleware, NodeMetrics, ResponseObserver, outbox_gauges
+from drimbox.metrics import (
+    CONTENT_TYPE,
+    HttpMetricsMiddleware,
+    NodeMetrics,
+    ResponseObserver,
+    certificate_gauges,
+    outbox_gauges,
+)
 from drimbox.ops.certificates import CertificateMonitor
 from drimbox.ops.kpi import KpiRecorder
 from drimbox.ops.peer_limits import PeerLimitsMiddleware
@@ -120,10 +127,7 @@ class NodeOperations:
         self.certificates = CertificateMonitor(settings, signer, clock=now)
         outbox_gauges(metrics, lambda: {s.value: n for s, n in outbox.counts().items()},
                       lambda: outbox_oldest_age(outbox, now))
-        metrics.add_gauge("drimbox_certificate_expiry_seconds", "Seconds until the certificate expires.",
-                          ("role", "name"), self.certificates.gauge_expiry)
-        metrics.add_gauge("drimbox_crl_next_update_seconds", "Seconds until the CRL's nextUpdate.", ("name",),
-                          self.certificates.gauge_crls)
+        certificate_gauges(metrics, self.certificates.gauge_expiry, self.certificates.gauge_crls)
 
         def pacs_check() -> CheckResult:
             pacs.echo()

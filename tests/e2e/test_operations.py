@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from drimbox.metrics import NodeMetrics
 from drimbox.ops.request_id import bound_request_id
+from drimbox.publish.service import http_client
 from drimbox.retrieve import Actor
 from drimbox.retrieve.transfer import StudyRetriever
 from drimbox.trust.peers import HostListPolicy, network_client
@@ -126,3 +127,17 @@ def test_contextual_calls_are_counted_in_the_daily_kpi_file(net: Net) -> None:
     assert data["contextual_calls"]["by_status"]["400"] == before.get("400", 0) + 1
     assert data["contextual_calls"]["total"] == sum(data["contextual_calls"]["by_status"].values())
     assert "not an INS" not in kpi_file.read_text()
+
+
+def test_the_request_id_goes_with_the_node_s_registry_calls(net: Net) -> None:
+    settings = net.settings("site-b")
+    client = http_client(settings)  # the client of the node's registry look-ups and publications
+    sent: list[str] = []
+    client.event_hooks["request"].append(lambda request: sent.append(request.headers.get("x-request-id", "")))
+    try:
+        with bound_request_id("ops-test.registry-1"):
+            assert client.get(f"{net.endpoints['registry']['base_url']}/healthz").status_code == 200
+        client.get(f"{net.endpoints['registry']['base_url']}/healthz")  # outside any request: none sent
+    finally:
+        client.close()
+    assert sent == ["ops-test.registry-1", ""]

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from drimbox.cli import app
 from drimbox.config import NodeSettings
 from drimbox.ops.conformance import dicom_conformance, dicomweb_conformance
+from drimbox.ops.metrics_reference import metrics_reference
 from drimbox.ops.reference import configuration_reference, is_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,11 +43,13 @@ def test_the_command_prints_it() -> None:
     assert result.stdout == configuration_reference()
 
 
-def test_the_committed_conformance_statements_are_the_generated_ones() -> None:
-    generated = {"dicom-conformance.md": dicom_conformance(), "dicomweb-conformance.md": dicomweb_conformance()}
+def test_the_committed_conformance_statements_and_metrics_reference_are_the_generated_ones() -> None:
+    generated = {"dicom-conformance.md": dicom_conformance(), "dicomweb-conformance.md": dicomweb_conformance(),
+                 "metrics.md": metrics_reference()}
     for name, text in generated.items():
         committed = (ROOT / "docs" / name).read_text(encoding="utf-8")
-        assert committed == text, f"docs/{name} is out of date: run `drimbox config conformance --output-dir docs`"
+        assert committed == text, f"docs/{name} is out of date: run `drimbox config conformance --output-dir docs` " \
+                                  "or `drimbox config metrics --output docs/metrics.md`"
 
 
 def test_the_conformance_statements_name_what_the_code_negotiates() -> None:
@@ -58,3 +61,11 @@ def test_the_conformance_statements_name_what_the_code_negotiates() -> None:
     assert "| GET | `/dicom-web/studies/{study}/series/{series}` | yes | yes |" in web
     assert "| POST | `/dicom-web/studies` | yes | no |" in web
     assert "| GET | `/dicom-web/studies` | yes | no |" in web
+
+
+def test_the_metrics_reference_lists_every_metric_a_node_exposes() -> None:
+    text = metrics_reference()
+    for name in ("drimbox_http_requests_total", "drimbox_instance_bytes_served_total", "drimbox_outbox_jobs",
+                 "drimbox_publication_latency_seconds", "drimbox_certificate_expiry_seconds",
+                 "drimbox_dimse_associations_total", "drimbox_cache_lookups_total"):
+        assert f"| `{name}` |" in text
