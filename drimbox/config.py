@@ -447,9 +447,9 @@ class OperationsSettings(_Strict):
 class PeerLimitSettings(_Strict):
     """Caps per peer node, on the network face (inbound) and on the consumer's retrievals (outbound)."""
 
-    max_concurrent_requests: Annotated[int, Field(ge=0, le=10_000)] = 16
+    max_concurrent_requests: Annotated[int, Field(ge=0, le=10_000)] = 32
     """Requests one peer may have in progress on the network face (0 = unlimited); beyond: 429."""
-    max_total_requests: Annotated[int, Field(ge=0, le=100_000)] = 64
+    max_total_requests: Annotated[int, Field(ge=0, le=100_000)] = 128
     """Requests in progress on the network face from all peers together (0 = unlimited); beyond: 503."""
     max_bytes_per_s: Annotated[int, Field(ge=0)] = 0
     """Bandwidth served to one peer (bytes/s, 0 = unlimited): responses are paced, never cut."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import ssl
 import time
@@ -273,10 +274,9 @@ def _network_server_config(node: Node) -> uvicorn.Config | None:
     )
 
 
-def _grace(node: Node) -> int | None:
-    """uvicorn's drain time: requests in progress (retrievals) finish within it or are cut."""
-    grace = node.settings.operations.shutdown_grace_s
-    return max(1, round(grace)) if grace else None
+def _grace(node: Node) -> int:
+    """uvicorn's drain time: requests in progress (retrievals) finish within it or are cut (0: at once)."""
+    return math.ceil(node.settings.operations.shutdown_grace_s)
 
 
 async def _serve(node: Node) -> None:

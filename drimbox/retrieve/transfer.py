@@ -26,7 +26,8 @@ How it behaves, and why:
   counted with its bytes, so the counters move by exactly what :class:`RetrievalReport` says.
 - **Failures.** 400/401/403 from the source raise :class:`SourceRefused` (not retried: the same
   request would be refused again); connection errors, timeouts, truncated bodies and 5xx are
-  retried and, once attempts or budget are exhausted, raise :class:`SourceUnavailable`. A 404 is
+  retried (so are 429 and 503, a source's per-peer caps) and, once attempts or budget are
+  exhausted, raise :class:`SourceUnavailable`. A 404 is
   not retried either; its instances end up in ``missing``. Files already written stay on disk, so
   calling :meth:`retrieve` again resumes.
 """
@@ -289,7 +290,8 @@ class StudyRetriever:
                                         f"{response.text[:300]}", status=response.status_code)
                 if response.status_code == 404:
                     raise _Gone(f"{url}: not found on the source (404)")
-                if response.status_code >= 500:
+                if response.status_code >= 500 or response.status_code == 429:
+                    # 429/503: the source's per-peer caps ([peer_limits]); retried after the backoff.
                     raise _Transient(f"{url}: source answered {response.status_code}")
                 if response.status_code != 200:
                     response.read()
