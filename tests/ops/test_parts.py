@@ -23,13 +23,20 @@ from fastapi import FastAPI, Response
 
 from drimbox.config import DimseSettings, LocalAE, PeerLimitSettings, RemoteAE, load_settings
 from drimbox.devnet.pki import TestCA
+from drimbox.devnet.ports import free_port
+from drimbox.errors import PacsUnreachable, SourceUnavailable
 from drimbox.metrics import HttpMetricsMiddleware, NodeMetrics
 from drimbox.ops.certificates import CertificateMonitor
 from drimbox.ops.kpi import KpiRecorder
 from drimbox.ops.peer_limits import OutboundLimiter, PeerLimitsMiddleware, TokenBucket
 from drimbox.ops.readiness import CheckResult, Readiness, outbox_check
 from drimbox.ops.request_id import RequestIdMiddleware, current_request_id, request_id_hooks
+from drimbox.pacs import PacsClient
 from drimbox.publish.outbox import Outbox
+from drimbox.retrieve import Actor, Exam, SeriesRef
+from drimbox.retrieve.model import InstanceRef
+from drimbox.retrieve.transfer import StudyRetriever
+from drimbox.trust.peers import HostListPolicy
 from tests.publish.factories import make_report
 
 PACS = {"aet": "PACS", "host": "127.0.0.1", "port": 4242}
@@ -240,9 +247,6 @@ def test_the_kpi_file_counts_calls_per_day_and_survives_a_restart(tmp_path: Path
 
 
 def test_association_failures_towards_the_pacs_are_counted(node_ae: LocalAE) -> None:
-    from drimbox.devnet.ports import free_port
-    from drimbox.errors import PacsUnreachable
-    from drimbox.pacs import PacsClient
 
     metrics = NodeMetrics()
     nobody = RemoteAE(aet="PACS", host="127.0.0.1", port=free_port("127.0.0.1"), timeout_s=2)
@@ -271,3 +275,28 @@ def test_outbound_requests_to_one_source_share_its_cap() -> None:
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(request, ["a"] * 6 + ["b"] * 6))
     assert peak == {"a": 2, "b": 2}  # each source its own cap, every retrieval of the node together
+
+
+def test_a_source_s_cap_refusal_is_retried_not_taken_as_a_refusal(tmp_path: Path) -> None:
+
+    asked: list[str] = []
+
+    def source(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        return httpx.Response(429, headers={"Retry-After": "1"}, json={"title": "Too Many Requests"})
+
+    settings = load_settings(pacs=PACS, peers={"hosts": ["source.example"]}, retrieve={"attempts": 3})
+    series = SeriesRef("1.2.3.4", "https://source.example/dicom-web/studies/1.2.3/series/1.2.3.4",
+                       (InstanceRef("1.2.840.10008.5.1.4.1.1.2", "1.2.3.4.5"),))
+    exam = Exam(kos_uid="1.2.9", entry_uuid="e", repository_unique_id="r", study_uid="1.2.3", accession_number=None,
+                performed=None, modalities=("CT",), description="", body_part="", source_site="", series=(series,))
+    actor = Actor(subject="rpps:1", rpps="1", role="radiologist", display_name=None, token="t")
+    metrics = NodeMetrics()
+    with httpx.Client(transport=httpx.MockTransport(source)) as client:
+        retriever = StudyRetriever(settings, HostListPolicy(settings.peers.hosts), client, backoff_s=0.01,
+                                   meter=metrics)
+        with pytest.raises(SourceUnavailable):
+            retriever.retrieve(exam, actor, tmp_path / "got")
+    assert len(asked) == 3  # every attempt, as for a 503
+    assert metrics.sample("drimbox_retrieval_seconds_count") == 1
+    assert metrics.sample("drimbox_retrieved_instances_total") == 0
