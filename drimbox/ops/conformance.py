@@ -111,7 +111,6 @@ def dicom_conformance() -> str:
         "128 contexts. Imports are confirmed with Storage Commitment Push Model (N-ACTION as SCU, the",
         "N-EVENT-REPORT received on the node's SCP):", "",
         *_uid_table("SOP class", [str(cx.abstract_syntax) for cx in commitment]),
-        "",
         "## As SCP",
         "",
         "### Verification and the workstation face (query/retrieve of the network's studies)",
