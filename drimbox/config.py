@@ -27,6 +27,8 @@ __all__ = [
     "LocalAE",
     "NodeSettings",
     "OidcSettings",
+    "OperationsSettings",
+    "PeerLimitSettings",
     "PeerSettings",
     "RetrieveSettings",
     "ViewerSettings",
@@ -78,8 +80,11 @@ class LocalAE(_Strict):
     """The node's own DIMSE service (SCU calling AE title and the SCP's listening address)."""
 
     aet: AETitle = "DRIMBOX"
+    """The node's AE title (calling AE of its SCU, called AE of its SCP)."""
     host: str = "127.0.0.1"
+    """Address the SCP listens on."""
     port: Port = 11112
+    """Port the SCP listens on (declare it in the PACS for C-MOVE)."""
 
 
 class DimseSettings(_Strict):
@@ -458,6 +463,43 @@ class DicomwebSettings(_Strict):
     """Site face DICOMweb root as clients see it (for RetrieveURL/BulkDataURI); derived per request if unset."""
 
 
+class OperationsSettings(_Strict):
+    """Readiness, monitoring, usage KPIs and shutdown of the node process (``drimbox.ops``)."""
+
+    outbox_stuck_s: Annotated[float, Field(gt=0)] = 3600.0
+    """``/readyz`` fails when a publication job has been due this long without a worker taking it, or
+    an in-flight job has made no progress for longer than its lease."""
+    readiness_cache_s: Annotated[float, Field(ge=0, le=300)] = 5.0
+    """How long a readiness answer is reused (a probe polling every second does not C-ECHO the PACS each time)."""
+    probe_timeout_s: Annotated[float, Field(gt=0, le=60)] = 3.0
+    """Longest wait of one readiness check (C-ECHO, registry request)."""
+    trust_list_max_age_s: Annotated[float | None, Field(gt=0)] = None
+    """The trust list is stale when no fetch has succeeded for this long; default twice ``trust_list.refresh_s``."""
+    certificate_warning_days: Annotated[float, Field(ge=0, le=365)] = 30.0
+    """A certificate expiring within this many days is logged as a warning (expired: ``/readyz`` fails)."""
+    kpi_dir: Path | None = None
+    """Where the daily usage KPI files go; default ``<data_dir>/kpi``."""
+    shutdown_grace_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    """On SIGTERM, how long HTTP requests in progress (retrievals) may take to finish before they are cut."""
+
+
+class PeerLimitSettings(_Strict):
+    """Caps per peer node, on the network face (inbound) and on the consumer's retrievals (outbound)."""
+
+    max_concurrent_requests: Annotated[int, Field(ge=0, le=10_000)] = 32
+    """Requests one peer may have in progress on the network face (0 = unlimited); beyond: 429."""
+    max_total_requests: Annotated[int, Field(ge=0, le=100_000)] = 128
+    """Requests in progress on the network face from all peers together (0 = unlimited); beyond: 503."""
+    max_bytes_per_s: Annotated[int, Field(ge=0)] = 0
+    """Bandwidth served to one peer (bytes/s, 0 = unlimited): responses are paced, never cut."""
+    retry_after_s: Annotated[int, Field(ge=1, le=3600)] = 2
+    """``Retry-After`` of a 429/503 refusal."""
+    outbound_max_concurrent: Annotated[int, Field(ge=0, le=1000)] = 8
+    """Requests the consumer side sends to one source node at once, all retrievals together (0 = unlimited)."""
+    outbound_max_bytes_per_s: Annotated[int, Field(ge=0)] = 0
+    """Bandwidth the consumer side takes from one source node (bytes/s, 0 = unlimited)."""
+
+
 class NodeSettings(BaseSettings):
     """All settings of one node (one site)."""
 
@@ -466,6 +508,7 @@ class NodeSettings(BaseSettings):
     )
 
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")] = "site"
+    """The node's name (logs, audit, metrics, KPI files; the default document source OID derives from it)."""
     local: LocalAE = LocalAE()
     pacs: RemoteAE
     dimse: DimseSettings = DimseSettings()
@@ -483,10 +526,13 @@ class NodeSettings(BaseSettings):
     retrieve: RetrieveSettings = RetrieveSettings()
     viewer: ViewerSettings = ViewerSettings()
     screening: ScreeningSettings = ScreeningSettings()
+    operations: OperationsSettings = OperationsSettings()
+    peer_limits: PeerLimitSettings = PeerLimitSettings()
     workstations: tuple[RemoteAE, ...] = ()
     """The site's own DICOM workstations and PACS that may query the node and be C-MOVE destinations
     (``[[workstations]]`` tables: aet, host, port); a C-MOVE to an AE not listed is refused."""
     log_format: Literal["console", "json"] = "console"
+    """``json``: one JSON object per log line (structlog), with ``request_id`` — for log collectors."""
 
     @field_validator("pacs", mode="before")
     @classmethod
