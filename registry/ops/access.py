@@ -24,8 +24,6 @@ __all__ = ["REQUEST_ID_HEADER", "AccessLogMiddleware", "request_id_of"]
 REQUEST_ID_HEADER = "x-request-id"
 _ACCEPTED_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
 
-log = structlog.get_logger("registry.access")
-
 
 def request_id_of(headers: list[tuple[bytes, bytes]]) -> str:
     """The caller's request id when acceptable (printable token, at most 128 characters), else a new one."""
@@ -70,8 +68,10 @@ class AccessLogMiddleware:
                 transaction = state.get("transaction") or transaction_of(scope.get("path", ""))
                 outcome = state.get("outcome", "none")
                 self.metrics.observe(transaction=transaction, status=status, outcome=outcome, seconds=seconds)
-                log.info(
+                # A logger per request: binds to the configuration in force (tests capture it).
+                structlog.get_logger("registry.access").info(
                     "request",
+                    request_id=request_id,
                     method=scope.get("method"),
                     path=scope.get("path"),
                     transaction=transaction,
