@@ -30,6 +30,9 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Listening port.")] = 8090,
     data_dir: Annotated[Path, typer.Option(help="Index database and document store.")] = Path("./registry-data"),
     database_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: SQLite in data-dir).")] = None,
+    database_url_file: Annotated[
+        Path | None, typer.Option(help="File holding the SQLAlchemy URL, password included (a container secret).")
+    ] = None,
     trusted_ca_file: Annotated[
         Path | None, typer.Option(help="PEM CAs trusted to sign VIHF assertions and DSG signatures.")
     ] = None,
@@ -55,6 +58,13 @@ def serve(
     from registry.trustlist import TrustListPublisher
 
     configure_logging("json" if log_format is LogFormat.json else "console")
+    if database_url_file is not None:
+        if database_url is not None:
+            raise typer.BadParameter("--database-url and --database-url-file exclude each other")
+        try:
+            database_url = database_url_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise typer.BadParameter(f"--database-url-file {database_url_file}: {exc.strerror}") from exc
     optional: dict[str, Any] = {
         "database_url": database_url,
         "trusted_ca_file": trusted_ca_file,
