@@ -30,7 +30,7 @@ def test_ca(
     """Create a local test CA and every certificate, key and trust-list file docker-compose.yml mounts."""
     from drimbox.devnet.deploy_pki import DEFAULT_NODES, DeployNode, write_deploy_pki
 
-    nodes = DEFAULT_NODES
+    nodes: tuple[DeployNode, ...] = DEFAULT_NODES
     if node:
         pairs = [value.partition("=") for value in node]
         bad = [value for value, (site, eq, host) in zip(node, pairs, strict=True) if not (site and eq and host)]
