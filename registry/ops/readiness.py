@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from registry.context import RegistryContext
 
@@ -26,8 +27,9 @@ def _database(ctx: RegistryContext) -> str:
     try:
         with ctx.database.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready; the reason is reported
-        return f"unreachable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    except (SQLAlchemyError, OSError) as exc:
+        first_line = next(iter(str(exc).splitlines()), "")
+        return f"unreachable: {type(exc).__name__}" + (f": {first_line}" if first_line else "")
     return "ok"
 
 

@@ -55,8 +55,9 @@ def schema_drift(connection: Connection) -> list[Any]:
     dialect = connection.dialect.name
 
     def include(obj: Any, name: str | None, kind: str, reflected: bool, compare_to: Any) -> bool:
-        if kind == "table" and reflected and compare_to is None and _PARTITION.fullmatch(name or ""):
-            return _PARTITION.fullmatch(name or "").group(1) not in Base.metadata.tables  # type: ignore[union-attr]
+        partition = _PARTITION.fullmatch(name or "") if kind == "table" and reflected and compare_to is None else None
+        if partition:
+            return partition.group(1) not in Base.metadata.tables
         if kind == "foreign_key_constraint" and reflected and _PARTITION.fullmatch(obj.referred_table.name):
             return False  # PostgreSQL's per-partition copies of a partitioned table's foreign key
         dialects = getattr(obj, "info", {}).get("dialects")

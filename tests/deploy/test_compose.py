@@ -32,6 +32,7 @@ from typer.testing import CliRunner
 from drimbox.cli import app
 from drimbox.config import NodeSettings, load_settings
 from drimbox.devnet.network import DemoNetwork
+from drimbox.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -279,3 +280,19 @@ def test_the_image_installs_this_project_with_its_console_script() -> None:
     runs = " ".join(rest for keyword, rest in _dockerfile_instructions() if keyword == "RUN")
     assert "pip wheel --no-cache-dir --no-binary lxml,xmlsec --wheel-dir /wheels ." in runs
     assert f"--find-links /wheels {project['project']['name']}" in runs
+
+
+def test_the_test_ca_command_names_a_bad_node_option(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["pki", "test-ca", "--out", str(tmp_path), "--node", "site-c"])
+    assert isinstance(result.exception, ConfigError)
+    assert str(result.exception) == "--node: expected SITE=HOST, got site-c"
+    assert not (tmp_path / "ca.pem").exists()
+
+
+def test_the_test_ca_command_takes_other_nodes(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["pki", "test-ca", "--out", str(tmp_path), "--node", "site-c=node-c"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.glob("site-*")) == ["site-c.key", "site-c.pem"]
+    assert (tmp_path / "site-c.key").stat().st_mode & 0o777 == 0o600
+    listed = tomllib.loads((tmp_path / "trustlist" / "trustlist-nodes.toml").read_text())["nodes"]
+    assert [n["db"] for n in listed] == ["node-c"]
