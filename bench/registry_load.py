@@ -38,7 +38,8 @@ from registry.store.models import AssociationRow, Base, DocumentEntryRow, Submis
 __all__ = ["LoadPlan", "Templates", "bulk_load", "capture_templates", "patient_ins"]
 
 TESTS = Path(__file__).resolve().parents[1] / "tests" / "registry"
-_TABLES = ("submission_sets", "document_entries", "document_codes", "reference_ids", "associations")
+_TABLES = ("submission_sets", "document_entries", "document_codes", "reference_ids", "associations",
+           "document_locator")
 Row = tuple[Any, ...]
 _ZLIB_LEVEL = 1
 """The service compresses at level 6; level 1 is 2.7× faster to generate and only ~10 % larger
@@ -49,6 +50,11 @@ def patient_ins(index: int) -> str:
     """A deterministic 15-character INS with a correct key for patient ``index``."""
     body = f"1{(index // 10**6) % 100:02d}01{index % 10**8:08d}"
     return f"{body}{97 - int(body) % 97:02d}"
+
+
+def patient_cx(index: int) -> str:
+    """The XDS patient id (CX) of patient ``index``: the partitioning key of every table."""
+    return f"{patient_ins(index)}^^^&1.2.250.1.213.1.4.10&ISO^NH"
 
 
 def _uuid(serial: int, role: int) -> str:
@@ -189,6 +195,21 @@ def _table_rows(table: str, templates: Templates, plan: LoadPlan) -> tuple[list[
     elif table == "associations":
         columns = [c for c in t.associations[0] if c not in skip]
         makers = [_Rows(t, a, columns) for a in t.associations]
+    elif table == "document_locator":
+
+        def located() -> Iterator[Row]:
+            objects = [("entry_uuid", "ss_uuid", "submission_set"), ("set_uid", "ss_uid", "submission_set"),
+                       ("entry_uuid", "kos_uuid", "document"), ("entry_uuid", "sig_uuid", "document"),
+                       ("document_uid", "kos_uid", "document"), ("document_uid", "sig_uid", "document"),
+                       *(("entry_uuid", f"assoc{n}", "association") for n in range(len(t.associations)))]
+            for p in range(plan.patients):
+                patient = patient_cx(p)
+                for k in range(plan.submissions):
+                    values = _values(t, p, k, plan.submissions)
+                    for kind, token, object_type in objects:
+                        yield (kind, values[token], patient, object_type)
+
+        return ["id_kind", "value", "patient_id", "object_type"], located()
     else:
         source = t.codes if table == "document_codes" else t.references
         columns = (
@@ -198,13 +219,14 @@ def _table_rows(table: str, templates: Templates, plan: LoadPlan) -> tuple[list[
 
         def side() -> Iterator[Row]:
             for p in range(plan.patients):
+                patient = patient_cx(p)
                 for k in range(plan.submissions):
                     serial, values = p * plan.submissions + k, _values(t, p, k, plan.submissions)
                     for number, makers_of_doc in enumerate(per_doc):
                         for maker in makers_of_doc:
-                            yield (2 * serial + number + 1, *maker.make(values, False))
+                            yield (patient, 2 * serial + number + 1, *maker.make(values, False))
 
-        return ["document_id", *columns], side()
+        return ["patient_id", "document_id", *columns], side()
 
     def rows() -> Iterator[Row]:
         for p in range(plan.patients):
@@ -264,6 +286,8 @@ def bulk_load(
     with engine.begin() as connection:
         for table in _TABLES:
             for fk in inspect(connection).get_foreign_keys(table):
+                if fk["referred_table"] not in _TABLES:
+                    continue  # PostgreSQL's per-partition copy of a partitioned table's key: goes with it
                 on_delete = f" ON DELETE {fk['options']['ondelete']}" if fk["options"].get("ondelete") else ""
                 columns, referred = ", ".join(fk["constrained_columns"]), ", ".join(fk["referred_columns"])
                 foreign_keys.append(
@@ -277,12 +301,11 @@ def bulk_load(
     with psycopg.connect(conninfo) as connection, connection.cursor() as cursor:
         with cursor.copy("COPY patients (patient_id, ins, ins_oid, first_seen) FROM STDIN") as copy:
             for p in range(plan.patients):
-                copy.write_row(
-                    (f"{patient_ins(p)}^^^&1.2.250.1.213.1.4.10&ISO^NH", patient_ins(p), "1.2.250.1.213.1.4.10", now)
-                )
+                copy.write_row((patient_cx(p), patient_ins(p), "1.2.250.1.213.1.4.10", now))
     started = time.perf_counter()
     # Two workers, one per core, with about the same generation work each.
-    shares = [["document_entries", "reference_ids"], ["submission_sets", "associations", "document_codes"]]
+    shares = [["document_entries", "reference_ids"],
+              ["submission_sets", "associations", "document_codes", "document_locator"]]
     with ProcessPoolExecutor(max_workers=2) as pool:
         for done in pool.map(_copy_tables, [conninfo] * 2, shares, [templates] * 2, [plan] * 2):
             for table, count, seconds in done:
@@ -294,7 +317,7 @@ def bulk_load(
             index.create(connection)
         for statement in foreign_keys:
             connection.execute(text(statement))
-        for table in _TABLES:
+        for table in _TABLES[:-1]:  # the locator has no row id
             connection.execute(
                 text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
             )

@@ -5,11 +5,13 @@ The registry is the national index of study references (the DMP's role in produc
 - ``POST /xds/repository`` — Document Repository: ITI-41 Provide and Register, ITI-43 Retrieve (SOAP 1.2, MTOM)
 - ``POST /xds/registry`` — Document Registry: ITI-18 Stored Query, ITI-57 Update Document Set (SOAP 1.2)
 - ``GET /fhir/DocumentReference``, ``/fhir/DocumentReference/{id}``, ``/fhir/Binary/{id}`` — MHD ITI-67/68
-- ``GET /healthz`` — liveness, the only unauthenticated route besides:
+- ``GET /healthz`` — liveness; ``GET /readyz`` — readiness (database, document store); ``GET /metrics`` —
+  Prometheus metrics: the unauthenticated operations routes (no patient data), besides:
 - ``GET /whitelist`` — the signed trust list of nodes (F11; public, its signature is its protection), when a
   :class:`~registry.trustlist.TrustListPublisher` is given
 
-The schema is migrated to Alembic ``head`` when the app is created.
+The schema is migrated to Alembic ``head`` when the app is created. Every request gets a request id
+(the caller's ``X-Request-ID`` or a new one), bound to its log events and returned (:mod:`registry.ops.access`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from registry.config import RegistrySettings
 from registry.context import RegistryContext
 from registry.limits import LimitsMiddleware, registry_http_limits
 from registry.mhd.router import create_mhd_router
+from registry.ops.access import AccessLogMiddleware
+from registry.ops.routes import operations_router
 from registry.security.xmldsig import install_io_policy
 from registry.store.migrate import upgrade_to_head
 from registry.trustlist import TrustListPublisher, trustlist_router
@@ -67,8 +71,11 @@ def create_app(
     app.state.registry = ctx
     # Hostile input (issue 7): sizes and counts are refused before any route or dependency runs.
     app.add_middleware(LimitsMiddleware, limits=registry_http_limits(ctx.settings.max_request_bytes))
+    # Outermost: refusals by the limits are logged and counted too.
+    app.add_middleware(AccessLogMiddleware, metrics=ctx.metrics)
     app.include_router(create_xds_router())
     app.include_router(create_mhd_router())
+    app.include_router(operations_router())
     if trust_list is not None:
         app.include_router(trustlist_router(trust_list))
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from registry.config import RegistrySettings
+from registry.ops.metrics import RegistryMetrics
 from registry.security.bearer import TokenVerifier, load_public_key
 from registry.security.xmldsig import TrustStore
 from registry.store.blobs import BlobStore, FileBlobStore
@@ -23,7 +24,7 @@ def utc_now() -> datetime:
 
 @dataclass
 class RegistryContext:
-    """The registry's collaborators: settings, index, document store, trust anchors, token verifier."""
+    """The registry's collaborators: settings, index, document store, trust anchors, token verifier, metrics."""
 
     settings: RegistrySettings
     database: Database
@@ -31,6 +32,7 @@ class RegistryContext:
     trust: TrustStore
     tokens: TokenVerifier
     clock: Callable[[], datetime] = field(default=utc_now)
+    metrics: RegistryMetrics = field(default_factory=RegistryMetrics)
 
     @classmethod
     def from_settings(cls, settings: RegistrySettings) -> RegistryContext:

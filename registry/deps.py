@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from registry.context import RegistryContext
 from registry.errors import SoapFault
+from registry.ops.metrics import transaction_of
 from registry.security.bearer import BearerPrincipal
 from registry.security.vihf import VihfPrincipal, verify_vihf
 from registry.soap.envelope import SoapRequest, parse_soap_request
@@ -83,6 +84,7 @@ async def authenticate_soap(request: Request, ctx: ContextDep) -> SoapCall:
     body = await _read_limited(request, ctx.settings.max_request_bytes)
     soap = await run_in_threadpool(parse_soap_request, request.headers.get("content-type"), body)
     request.state.message_id = soap.message_id
+    request.state.transaction = transaction_of(request.url.path, soap.action)  # metrics and access log
     route = request.scope.get("route")
     allowed = ENDPOINT_ACTIONS.get(getattr(route, "path", ""), frozenset())
     if soap.action not in allowed:

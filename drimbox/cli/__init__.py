@@ -13,6 +13,7 @@ import typer
 from drimbox.cli import audit, fetch, node, pacs, prefetch, publish, xdm
 from drimbox.cli.common import err_console
 from drimbox.cli.demo import demo
+from drimbox.cli.pki import pki_app
 from drimbox.cli.registry import registry_app
 from drimbox.cli.screening import screening_app
 from drimbox.cli.tokens import dev_token
@@ -31,6 +32,7 @@ audit.register(app)
 app.add_typer(pacs.pacs_app, name="pacs")
 app.add_typer(registry_app, name="registry")
 app.add_typer(screening_app, name="screening")
+app.add_typer(pki_app, name="pki")
 app.command("demo")(demo)
 app.command("dev-token")(dev_token)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +11,15 @@ import typer
 from drimbox.logs import configure_logging
 
 __all__ = ["registry_app"]
+
+
+
+class LogFormat(StrEnum):
+    """How the service writes its log events on stderr."""
+
+    console = "console"
+    json = "json"
+
 
 registry_app = typer.Typer(help="The registry service (the national index of study references).", no_args_is_help=True)
 
@@ -20,6 +30,9 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Listening port.")] = 8090,
     data_dir: Annotated[Path, typer.Option(help="Index database and document store.")] = Path("./registry-data"),
     database_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: SQLite in data-dir).")] = None,
+    database_url_file: Annotated[
+        Path | None, typer.Option(help="File holding the SQLAlchemy URL, password included (a container secret).")
+    ] = None,
     trusted_ca_file: Annotated[
         Path | None, typer.Option(help="PEM CAs trusted to sign VIHF assertions and DSG signatures.")
     ] = None,
@@ -36,6 +49,7 @@ def serve(
         Path | None, typer.Option(help="PEM: trust list signer certificate, then its CA certificates.")
     ] = None,
     whitelist_key: Annotated[Path | None, typer.Option(help="PEM private key of the trust list signer.")] = None,
+    log_format: Annotated[LogFormat, typer.Option(help="Log lines for people, or JSON lines.")] = LogFormat.console,
 ) -> None:
     """Run the registry until interrupted (options not given fall back to REGISTRY_* variables)."""
     import uvicorn
@@ -43,7 +57,14 @@ def serve(
     from registry import RegistrySettings, create_app
     from registry.trustlist import TrustListPublisher
 
-    configure_logging()
+    configure_logging("json" if log_format is LogFormat.json else "console")
+    if database_url_file is not None:
+        if database_url is not None:
+            raise typer.BadParameter("--database-url and --database-url-file exclude each other")
+        try:
+            database_url = database_url_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise typer.BadParameter(f"--database-url-file {database_url_file}: {exc.strerror}") from exc
     optional: dict[str, Any] = {
         "database_url": database_url,
         "trusted_ca_file": trusted_ca_file,

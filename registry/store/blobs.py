@@ -32,6 +32,10 @@ class BlobStore(Protocol):
         """The bytes stored under ``key``; :class:`BlobNotFound` if absent."""
         ...
 
+    def probe(self) -> None:
+        """Write, sync and remove a scratch file; :class:`OSError` when the store does not take writes."""
+        ...
+
 
 class FileBlobStore:
     """Files under ``root/ab/cd/<sha256>``."""
@@ -72,6 +76,18 @@ class FileBlobStore:
             return self._path(key).read_bytes()
         except FileNotFoundError as exc:
             raise BlobNotFound(key) from exc
+
+
+    def probe(self) -> None:
+        """Write, fsync and delete a scratch file where documents are written first (readiness)."""
+        fd, name = tempfile.mkstemp(dir=self._tmp, prefix="probe-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(b"probe")
+                handle.flush()
+                os.fsync(handle.fileno())
+        finally:
+            Path(name).unlink(missing_ok=True)
 
 
 def _fsync_dir(directory: Path) -> None:

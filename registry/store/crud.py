@@ -4,6 +4,12 @@ The stored-query semantics (ITI TF-2a §3.18.4.1.2.3.7) live here as SQL: codes 
 when given, coding scheme; time ranges are ``From`` inclusive and ``To`` exclusive; multi-valued
 parameters are OR within one slot and AND across slots of the same name (eventCodeList,
 confidentialityCode).
+
+Routing (``docs/registry-scale.md``): every statement on a table of patient data names the patient
+(``patient_id = …`` or ``IN (…)``), so that PostgreSQL plans it on one hash partition and Citus sends
+it to one shard. Look-ups by identifier first ask ``document_locator`` (one primary-key probe) which
+patient holds it, then query that patient's partition; registering an object records its identifiers
+there, which is also what keeps them unique in the whole registry.
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ from registry.store.models import (
     AssociationRow,
     DocumentCodeRow,
     DocumentEntryRow,
+    DocumentLocatorRow,
     PatientRow,
     ReferenceIdRow,
-    SubmissionSetRow,
 )
 
 __all__ = [
@@ -41,6 +47,8 @@ __all__ = [
     "ensure_patient",
     "existing_uuids",
     "find_documents",
+    "locate",
+    "record_identifiers",
     "related_associations",
     "set_document_status",
     "submission_set_exists",
@@ -113,15 +121,16 @@ def _codes(
     )
 
 
-def _multi(kind: str, filters: Sequence[CodeFilter]) -> ColumnElement[bool]:
+def _multi(kind: str, filters: Sequence[CodeFilter], patient_id: str) -> ColumnElement[bool]:
     return exists().where(
+        DocumentCodeRow.patient_id == patient_id,  # the side table's partition, pruned when planning
         DocumentCodeRow.document_id == DocumentEntryRow.id,
         DocumentCodeRow.kind == kind,
         _codes(DocumentCodeRow.code, DocumentCodeRow.scheme, filters),
     )
 
 
-def _references(filters: Sequence[ReferenceFilter]) -> ColumnElement[bool]:
+def _references(filters: Sequence[ReferenceFilter], patient_id: str) -> ColumnElement[bool]:
     alternatives = []
     for f in filters:
         clauses = [ReferenceIdRow.id_value == f.id_value]
@@ -130,7 +139,11 @@ def _references(filters: Sequence[ReferenceFilter]) -> ColumnElement[bool]:
         if f.authority:
             clauses.append(ReferenceIdRow.authority == f.authority)
         alternatives.append(and_(*clauses))
-    return exists().where(ReferenceIdRow.document_id == DocumentEntryRow.id, or_(*alternatives))
+    return exists().where(
+        ReferenceIdRow.patient_id == patient_id,
+        ReferenceIdRow.document_id == DocumentEntryRow.id,
+        or_(*alternatives),
+    )
 
 
 def _filtered(query: DocumentFilter) -> Select[DocumentEntryRow]:
@@ -147,9 +160,9 @@ def _filtered(query: DocumentFilter) -> Select[DocumentEntryRow]:
         if filters:
             statement = statement.where(_codes(code, scheme, filters))
     for group in query.event_codes:
-        statement = statement.where(_multi("event", group))
+        statement = statement.where(_multi("event", group, query.patient_id))
     for group in query.confidentiality_codes:
-        statement = statement.where(_multi("confidentiality", group))
+        statement = statement.where(_multi("confidentiality", group, query.patient_id))
     for column, low, high in (
         (d.creation_time, query.creation_from, query.creation_to),
         (d.service_start_time, query.service_start_from, query.service_start_to),
@@ -162,13 +175,14 @@ def _filtered(query: DocumentFilter) -> Select[DocumentEntryRow]:
     if query.author_persons:
         statement = statement.where(
             exists().where(
+                DocumentCodeRow.patient_id == query.patient_id,
                 DocumentCodeRow.document_id == d.id,
                 DocumentCodeRow.kind == "author",
                 or_(*(DocumentCodeRow.code.like(pattern) for pattern in query.author_persons)),
             )
         )
     if query.reference_ids:
-        statement = statement.where(_references(query.reference_ids))
+        statement = statement.where(_references(query.reference_ids, query.patient_id))
     if query.mime_types:
         statement = statement.where(d.mime_type.in_(query.mime_types))
     return statement
@@ -185,24 +199,65 @@ def count_documents(session: Session, *, query: DocumentFilter) -> int:
     return session.scalar(select(func.count()).select_from(_filtered(query).subquery())) or 0
 
 
+def locate(session: Session, *, id_kind: str, values: Sequence[str]) -> dict[str, str]:
+    """Patient of each registered identifier among ``values`` (``id_kind``: see :class:`DocumentLocatorRow`)."""
+    if not values:
+        return {}
+    rows = session.execute(
+        select(DocumentLocatorRow.value, DocumentLocatorRow.patient_id).where(
+            DocumentLocatorRow.id_kind == id_kind, DocumentLocatorRow.value.in_(values)
+        )
+    )
+    return {str(value): str(patient) for value, patient in rows}
+
+
+def record_identifiers(session: Session, *, patient_id: str, objects: Sequence[tuple[str, str, str]]) -> None:
+    """Record where new objects live: ``(id_kind, value, object_type)`` each.
+
+    The locator's primary key makes a second registration of the same identifier, anywhere in the
+    registry, an :class:`~sqlalchemy.exc.IntegrityError` at flush.
+    """
+    session.add_all(
+        DocumentLocatorRow(id_kind=kind, value=value, patient_id=patient_id, object_type=object_type)
+        for kind, value, object_type in objects
+    )
+
+
 def documents_by_unique_ids(session: Session, *, unique_ids: Sequence[str]) -> dict[str, DocumentEntryRow]:
     """Registered entries among ``unique_ids``."""
-    if not unique_ids:
+    patients = set(locate(session, id_kind="document_uid", values=unique_ids).values())
+    if not patients:
         return {}
-    rows = session.scalars(select(DocumentEntryRow).where(DocumentEntryRow.unique_id.in_(unique_ids)))
+    rows = session.scalars(
+        select(DocumentEntryRow).where(
+            DocumentEntryRow.patient_id.in_(patients), DocumentEntryRow.unique_id.in_(unique_ids)
+        )
+    )
     return {row.unique_id: row for row in rows}
 
 
 def documents_by_uuids(session: Session, *, entry_uuids: Sequence[str]) -> list[DocumentEntryRow]:
     """Registered entries among ``entry_uuids``."""
-    if not entry_uuids:
+    patients = set(locate(session, id_kind="entry_uuid", values=entry_uuids).values())
+    if not patients:
         return []
-    return list(session.scalars(select(DocumentEntryRow).where(DocumentEntryRow.entry_uuid.in_(entry_uuids))))
+    return list(
+        session.scalars(
+            select(DocumentEntryRow).where(
+                DocumentEntryRow.patient_id.in_(patients), DocumentEntryRow.entry_uuid.in_(entry_uuids)
+            )
+        )
+    )
 
 
 def document_by_uuid(session: Session, *, entry_uuid: str, for_update: bool = False) -> DocumentEntryRow | None:
     """One entry by entryUUID; ``for_update`` locks its row (PostgreSQL) until the transaction ends."""
-    statement = select(DocumentEntryRow).where(DocumentEntryRow.entry_uuid == entry_uuid)
+    patient = locate(session, id_kind="entry_uuid", values=[entry_uuid]).get(entry_uuid)
+    if patient is None:
+        return None
+    statement = select(DocumentEntryRow).where(
+        DocumentEntryRow.patient_id == patient, DocumentEntryRow.entry_uuid == entry_uuid
+    )
     if for_update:
         statement = statement.with_for_update()
     return session.scalars(statement).first()
@@ -210,34 +265,33 @@ def document_by_uuid(session: Session, *, entry_uuid: str, for_update: bool = Fa
 
 def document_by_unique_id(session: Session, *, unique_id: str) -> DocumentEntryRow | None:
     """One entry by uniqueId."""
-    return session.scalars(select(DocumentEntryRow).where(DocumentEntryRow.unique_id == unique_id)).first()
+    return documents_by_unique_ids(session, unique_ids=[unique_id]).get(unique_id)
 
 
 def submission_set_exists(session: Session, *, unique_id: str) -> bool:
     """Whether a submission set with this uniqueId is registered."""
-    return session.scalar(select(SubmissionSetRow.id).where(SubmissionSetRow.unique_id == unique_id)) is not None
+    return bool(locate(session, id_kind="set_uid", values=[unique_id]))
 
 
 def existing_uuids(session: Session, *, uuids: Sequence[str]) -> set[str]:
     """Which of ``uuids`` already name a registered object."""
-    if not uuids:
-        return set()
-    found: set[str] = set()
-    for model in (DocumentEntryRow, SubmissionSetRow, AssociationRow):
-        found.update(session.scalars(select(model.entry_uuid).where(model.entry_uuid.in_(uuids))))
-    return found
+    return set(locate(session, id_kind="entry_uuid", values=uuids))
 
 
-def deprecate_document(session: Session, *, entry_uuid: str) -> bool:
+def deprecate_document(session: Session, *, patient_id: str, entry_uuid: str) -> bool:
     """Approved → Deprecated; ``False`` when the entry was not Approved (a concurrent change won)."""
-    return set_document_status(session, entry_uuid=entry_uuid, old="Approved", new="Deprecated")
+    return set_document_status(session, patient_id=patient_id, entry_uuid=entry_uuid, old="Approved", new="Deprecated")
 
 
-def set_document_status(session: Session, *, entry_uuid: str, old: str, new: str) -> bool:
+def set_document_status(session: Session, *, patient_id: str, entry_uuid: str, old: str, new: str) -> bool:
     """Compare-and-set of an entry's status; ``True`` if this call changed it."""
     result = session.execute(
         update(DocumentEntryRow)
-        .where(DocumentEntryRow.entry_uuid == entry_uuid, DocumentEntryRow.status == old)
+        .where(
+            DocumentEntryRow.patient_id == patient_id,
+            DocumentEntryRow.entry_uuid == entry_uuid,
+            DocumentEntryRow.status == old,
+        )
         .values(status=new)
     )
     return bool(getattr(result, "rowcount", 0) == 1)
@@ -245,10 +299,12 @@ def set_document_status(session: Session, *, entry_uuid: str, old: str, new: str
 
 def related_associations(session: Session, *, uuids: Sequence[str]) -> list[AssociationRow]:
     """Associations whose source or target is one of ``uuids`` (GetAssociations)."""
-    if not uuids:
+    patients = set(locate(session, id_kind="entry_uuid", values=uuids).values())
+    if not patients:
         return []
     statement = select(AssociationRow).where(
-        or_(AssociationRow.source_uuid.in_(uuids), AssociationRow.target_uuid.in_(uuids))
+        AssociationRow.patient_id.in_(patients),
+        or_(AssociationRow.source_uuid.in_(uuids), AssociationRow.target_uuid.in_(uuids)),
     )
     return list(session.scalars(statement.order_by(AssociationRow.id)))
 

@@ -5,13 +5,36 @@ repository slots added), zlib-compressed, so LeafClass answers are the registere
 The attributes FindDocuments filters on (ITI TF-2a §3.18.4.1.2.3.7.1) are flattened into indexed
 columns; multi-valued ones (eventCodeList, confidentialityCode, authorPerson, referenceIdList) go to
 side tables with one row per value.
+
+National scale (``docs/registry-scale.md``): every table of patient data carries ``patient_id``, the
+partitioning (PostgreSQL hash partitions) and distribution (Citus) key, in its primary key, its unique
+constraints and its foreign keys, so that one patient's rows live together and a query by patient
+touches one partition. Identifiers that must be unique across the whole country (uniqueIds,
+entryUUIDs) cannot be enforced by a per-partition constraint: :class:`DocumentLocatorRow` holds each
+of them once, with its patient, and routes the queries that carry no patient id (GetDocuments,
+ITI-43, ITI-57, RPLC targets) to the right partition.
+
+On SQLite (unpartitioned) the row id alone is the primary key (SQLite only numbers a single
+``INTEGER PRIMARY KEY``) and ``UNIQUE (patient_id, id)`` backs the composite foreign keys; those
+constraints carry ``info={"dialects": ...}`` and :func:`registry.store.migrate.schema_drift` compares
+each dialect with its own.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, LargeBinary, String
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
@@ -19,6 +42,7 @@ __all__ = [
     "Base",
     "DocumentCodeRow",
     "DocumentEntryRow",
+    "DocumentLocatorRow",
     "PatientRow",
     "ReferenceIdRow",
     "SubmissionSetRow",
@@ -31,8 +55,26 @@ _CODE = 256
 _TEXT = 1024
 
 
+SQLITE_ONLY: dict[str, Any] = {"dialects": ("sqlite",)}
+"""``info`` of a constraint that exists on SQLite only (see the module docstring)."""
+
+
 class Base(DeclarativeBase):
     """Declarative base of the registry tables."""
+
+
+def _row_id() -> Mapped[int]:
+    # Part of the composite primary key (patient_id, id); numbered by the database (a sequence on
+    # PostgreSQL, the rowid on SQLite), unique on its own too.
+    return mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+
+
+def _patient_key() -> Mapped[str]:
+    return mapped_column(String(_UID), primary_key=True)
+
+
+def _sqlite_row_key(table: str) -> UniqueConstraint:
+    return UniqueConstraint("patient_id", "id", name=f"uq_{table}_row", info=SQLITE_ONLY)
 
 
 class PatientRow(Base):
@@ -52,10 +94,10 @@ class SubmissionSetRow(Base):
 
     __tablename__ = "submission_sets"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    entry_uuid: Mapped[str] = mapped_column(String(_UUID), unique=True)
-    unique_id: Mapped[str] = mapped_column(String(_UID), unique=True)
-    patient_id: Mapped[str] = mapped_column(String(_UID), index=True)
+    patient_id: Mapped[str] = _patient_key()
+    id: Mapped[int] = _row_id()
+    entry_uuid: Mapped[str] = mapped_column(String(_UUID))
+    unique_id: Mapped[str] = mapped_column(String(_UID))
     source_id: Mapped[str] = mapped_column(String(_UID))
     submission_time: Mapped[str] = mapped_column(String(14))
     content_type_code: Mapped[str] = mapped_column(String(_CODE))
@@ -64,20 +106,26 @@ class SubmissionSetRow(Base):
     ebrim: Mapped[bytes] = mapped_column(LargeBinary)
     """Registered ``rim:RegistryPackage``, zlib-compressed UTF-8."""
 
+    __table_args__ = (
+        UniqueConstraint("patient_id", "entry_uuid", name="uq_submission_sets_entry_uuid"),
+        UniqueConstraint("patient_id", "unique_id", name="uq_submission_sets_unique_id"),
+        _sqlite_row_key("submission_sets"),
+    )
+
 
 class DocumentEntryRow(Base):
     """One DocumentEntry (stable) and where its bytes are."""
 
     __tablename__ = "document_entries"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    entry_uuid: Mapped[str] = mapped_column(String(_UUID), unique=True)
+    patient_id: Mapped[str] = _patient_key()
+    id: Mapped[int] = _row_id()
+    entry_uuid: Mapped[str] = mapped_column(String(_UUID))
     logical_uuid: Mapped[str] = mapped_column(String(_UUID))
-    unique_id: Mapped[str] = mapped_column(String(_UID), unique=True)
-    patient_id: Mapped[str] = mapped_column(String(_UID))
+    unique_id: Mapped[str] = mapped_column(String(_UID))
     status: Mapped[str] = mapped_column(String(16))
     """``Approved`` or ``Deprecated`` (the ebRS StatusType URN without its prefix)."""
-    submission_set_id: Mapped[int] = mapped_column(ForeignKey("submission_sets.id"))
+    submission_set_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     class_code: Mapped[str] = mapped_column(String(_CODE))
     class_scheme: Mapped[str] = mapped_column(String(_CODE))
     type_code: Mapped[str] = mapped_column(String(_CODE))
@@ -111,6 +159,23 @@ class DocumentEntryRow(Base):
         Index("ix_de_patient_status_type", "patient_id", "status", "type_code"),
         Index("ix_de_patient_status_class", "patient_id", "status", "class_code"),
         Index("ix_de_patient_creation", "patient_id", "creation_time"),
+        UniqueConstraint("patient_id", "entry_uuid", name="uq_document_entries_entry_uuid"),
+        UniqueConstraint("patient_id", "unique_id", name="uq_document_entries_unique_id"),
+        _sqlite_row_key("document_entries"),
+        ForeignKeyConstraint(
+            ["patient_id", "submission_set_id"],
+            ["submission_sets.patient_id", "submission_sets.id"],
+            name="fk_document_entries_submission_set",
+        ),
+    )
+
+
+def _document_key(table: str) -> ForeignKeyConstraint:
+    return ForeignKeyConstraint(
+        ["patient_id", "document_id"],
+        ["document_entries.patient_id", "document_entries.id"],
+        name=f"fk_{table}_document",
+        ondelete="CASCADE",
     )
 
 
@@ -119,8 +184,9 @@ class DocumentCodeRow(Base):
 
     __tablename__ = "document_codes"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    document_id: Mapped[int] = mapped_column(ForeignKey("document_entries.id", ondelete="CASCADE"), index=True)
+    patient_id: Mapped[str] = _patient_key()
+    id: Mapped[int] = _row_id()
+    document_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     kind: Mapped[str] = mapped_column(String(16))
     code: Mapped[str] = mapped_column(String(_TEXT))
     scheme: Mapped[str] = mapped_column(String(_CODE))
@@ -128,7 +194,11 @@ class DocumentCodeRow(Base):
 
     document: Mapped[DocumentEntryRow] = relationship(back_populates="codes")
 
-    __table_args__ = (Index("ix_dc_kind_code", "kind", "code", "scheme"),)
+    __table_args__ = (
+        Index("ix_dc_kind_code", "kind", "code", "scheme"),
+        Index("ix_document_codes_document", "patient_id", "document_id"),
+        _document_key("document_codes"),
+    )
 
 
 class ReferenceIdRow(Base):
@@ -136,8 +206,9 @@ class ReferenceIdRow(Base):
 
     __tablename__ = "reference_ids"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    document_id: Mapped[int] = mapped_column(ForeignKey("document_entries.id", ondelete="CASCADE"), index=True)
+    patient_id: Mapped[str] = _patient_key()
+    id: Mapped[int] = _row_id()
+    document_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     value: Mapped[str] = mapped_column(String(_TEXT))
     """The CXi value as submitted."""
     id_value: Mapped[str] = mapped_column(String(_UID))
@@ -149,7 +220,11 @@ class ReferenceIdRow(Base):
 
     document: Mapped[DocumentEntryRow] = relationship(back_populates="reference_ids")
 
-    __table_args__ = (Index("ix_ref_type_value", "id_type", "id_value"),)
+    __table_args__ = (
+        Index("ix_ref_type_value", "id_type", "id_value"),
+        Index("ix_reference_ids_document", "patient_id", "document_id"),
+        _document_key("reference_ids"),
+    )
 
 
 class AssociationRow(Base):
@@ -157,12 +232,41 @@ class AssociationRow(Base):
 
     __tablename__ = "associations"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    entry_uuid: Mapped[str] = mapped_column(String(_UUID), unique=True)
+    patient_id: Mapped[str] = _patient_key()
+    id: Mapped[int] = _row_id()
+    entry_uuid: Mapped[str] = mapped_column(String(_UUID))
     association_type: Mapped[str] = mapped_column(String(_CODE))
-    source_uuid: Mapped[str] = mapped_column(String(_UUID), index=True)
-    target_uuid: Mapped[str] = mapped_column(String(_UUID), index=True)
-    patient_id: Mapped[str] = mapped_column(String(_UID))
-    submission_set_id: Mapped[int] = mapped_column(ForeignKey("submission_sets.id"))
+    source_uuid: Mapped[str] = mapped_column(String(_UUID))
+    target_uuid: Mapped[str] = mapped_column(String(_UUID))
+    submission_set_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     ebrim: Mapped[bytes] = mapped_column(LargeBinary)
     """Registered ``rim:Association``, zlib-compressed UTF-8."""
+
+    __table_args__ = (
+        Index("ix_associations_source", "patient_id", "source_uuid"),
+        Index("ix_associations_target", "patient_id", "target_uuid"),
+        UniqueConstraint("patient_id", "entry_uuid", name="uq_associations_entry_uuid"),
+        ForeignKeyConstraint(
+            ["patient_id", "submission_set_id"],
+            ["submission_sets.patient_id", "submission_sets.id"],
+            name="fk_associations_submission_set",
+        ),
+    )
+
+
+class DocumentLocatorRow(Base):
+    """Where a globally unique identifier lives: its patient (the partition), and what it names.
+
+    The only table not keyed by patient: its key is the identifier itself, so the database enforces
+    that a uniqueId or entryUUID is registered once in the whole country, and a query by identifier
+    (GetDocuments, ITI-43, ITI-57) finds the patient to route to in one index look-up.
+    """
+
+    __tablename__ = "document_locator"
+
+    id_kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    """``entry_uuid`` (every registry object), ``document_uid`` or ``set_uid`` (uniqueIds)."""
+    value: Mapped[str] = mapped_column(String(_UID), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(_UID))
+    object_type: Mapped[str] = mapped_column(String(16))
+    """``document``, ``submission_set`` or ``association``."""

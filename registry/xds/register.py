@@ -328,11 +328,22 @@ def _write(session: Session, ctx: RegistryContext, submission: ValidatedSubmissi
                 ebrim=crud.compress(etree.tostring(element, encoding="UTF-8")),
             )
         )
+    crud.record_identifiers(
+        session,
+        patient_id=submission_set.patient_id,  # validation checked every entry is the set's patient
+        objects=[
+            ("entry_uuid", ids[submission_set.source.id], "submission_set"),
+            ("set_uid", submission_set.unique_id, "submission_set"),
+            *(("entry_uuid", ids[d.symbolic_id], "document") for d in submission.documents),
+            *(("document_uid", d.unique_id, "document") for d in submission.documents),
+            *(("entry_uuid", ids[a.id], "association") for a in submission.associations),
+        ],
+    )
     cx = parse_patient_id(submission_set.patient_id, ctx.settings.accepted_ins_oids)
     crud.ensure_patient(session, patient_id=submission_set.patient_id, ins=cx.id, ins_oid=cx.authority_oid, now=now)
     session.flush()
     for source, target in submission.replaces.items():
-        if not crud.deprecate_document(session, entry_uuid=target):
+        if not crud.deprecate_document(session, patient_id=submission_set.patient_id, entry_uuid=target):
             raise XdsFailure(
                 [
                     RegistryError(

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from lxml import etree
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -21,6 +21,7 @@ from registry.errors import ErrorCode, RegistryError, XdsFailure
 from registry.soap.response import soap_response
 from registry.soap.route import SoapRoute
 from registry.xds import provide, query, retrieve, update
+from registry.xds.ns import RS
 from registry.xds.responses import adhoc_query_response, registry_response, retrieve_response
 
 __all__ = ["create_xds_router"]
@@ -28,7 +29,17 @@ __all__ = ["create_xds_router"]
 log = logging.getLogger("registry.xds")
 
 
+def _record_outcome(request: Request, body: etree._Element) -> None:
+    """The XDS status of the answer (``success``, ``failure``, ``partial``), for metrics and the access log."""
+    carrier = body if body.get("status") else body.find(f"{{{RS}}}RegistryResponse")  # ITI-43 nests it
+    status = (carrier.get("status", "") if carrier is not None else "").rsplit(":", 1)[-1]
+    request.state.outcome = {"Success": "success", "Failure": "failure", "PartialSuccess": "partial"}.get(
+        status, "none"
+    )
+
+
 def _answer(
+    request: Request,
     call: SoapCall,
     response_action: str,
     transaction: Callable[[], etree._Element],
@@ -43,6 +54,7 @@ def _answer(
     except (SQLAlchemyError, OSError) as exc:
         log.exception("%s failed in the store", call.request.action)
         body = failure([RegistryError(store_error, f"storage failure, retry later ({type(exc).__name__})")])
+    _record_outcome(request, body)
     return soap_response(response_action, call.request.message_id, body, mtom=call.request.mtom)
 
 
@@ -59,7 +71,7 @@ def create_xds_router() -> APIRouter:
                        responses=responses)
 
     @router.post("/xds/repository", response_class=Response, summary="Document Repository: ITI-41, ITI-43")
-    def repository(call: SoapCallDep, ctx: ContextDep) -> Response:
+    def repository(request: Request, call: SoapCallDep, ctx: ContextDep) -> Response:
         """SOAP 1.2 (MTOM) endpoint of the Document Repository actor."""
         if call.request.action == retrieve.ACTION:
             try:
@@ -72,11 +84,13 @@ def create_xds_router() -> APIRouter:
                     ErrorCode.REPOSITORY_ERROR, f"storage failure, retry later ({type(exc).__name__})"
                 )
                 body, attachments = retrieve_response([], [error]), []
+            _record_outcome(request, body)
             # ITI TF-2b §3.43.5: the response is MTOM whatever the request was.
             return soap_response(
                 retrieve.RESPONSE_ACTION, call.request.message_id, body, mtom=True, attachments=attachments
             )
         return _answer(
+            request,
             call,
             provide.RESPONSE_ACTION,
             lambda: provide.provide_and_register(ctx, call.request, call.principal),
@@ -85,10 +99,11 @@ def create_xds_router() -> APIRouter:
         )
 
     @router.post("/xds/registry", response_class=Response, summary="Document Registry: ITI-18, ITI-57")
-    def registry(call: SoapCallDep, ctx: ContextDep) -> Response:
+    def registry(request: Request, call: SoapCallDep, ctx: ContextDep) -> Response:
         """SOAP 1.2 endpoint of the Document Registry actor."""
         if call.request.action == query.ACTION:
             return _answer(
+                request,
                 call,
                 query.RESPONSE_ACTION,
                 lambda: query.stored_query(ctx, call.request.payload, call.principal),
@@ -96,6 +111,7 @@ def create_xds_router() -> APIRouter:
                 ErrorCode.REGISTRY_ERROR,
             )
         return _answer(
+            request,
             call,
             update.RESPONSE_ACTION,
             lambda: update.update_document_set(ctx, call.request.payload, call.principal),

@@ -217,8 +217,20 @@ def _apply(
                 ebrim=crud.compress(_remapped(association.element, ids)),
             )
         )
+    crud.record_identifiers(
+        session,
+        patient_id=submission_set.patient_id,
+        objects=[
+            ("entry_uuid", set_row.entry_uuid, "submission_set"),
+            ("set_uid", set_row.unique_id, "submission_set"),
+            *(("entry_uuid", ids[a.id], "association") for a in associations),
+        ],
+    )
     for change in changes:
-        if not crud.set_document_status(session, entry_uuid=change.target, old=change.original, new=change.new):
+        # Every target was checked to be this patient's entry (_check_targets).
+        if not crud.set_document_status(
+            session, patient_id=submission_set.patient_id, entry_uuid=change.target, old=change.original, new=change.new
+        ):
             raise _failure(
                 ErrorCode.METADATA_UPDATE_ERROR, f"{change.target} changed status concurrently", change.association.id
             )

@@ -145,6 +145,9 @@ class BrokenBlobStore:
     def get(self, key: str) -> bytes:
         raise KeyError(key)
 
+    def probe(self) -> None:
+        raise OSError(28, "No space left on device", "documents/tmp")
+
 
 @pytest.fixture()
 def broken_store_registry(registry: RegistryUnderTest, tmp_path: object) -> Iterator[RegistryUnderTest]:

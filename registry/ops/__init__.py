@@ -1,0 +1,1 @@
+"""Operations of the registry service: metrics, request ids and access logs, readiness."""
