@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 import structlog
 
 __all__ = ["configure_logging"]
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record is emitted, not as it was when configured.
+
+    Why: a command run in-process (the CLI's tests) swaps ``sys.stderr`` for a buffer it closes after;
+    a background thread (an MLLP listener, a publication worker) logging later must not hit it.
+    """
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
 
 
 def configure_logging(fmt: Literal["console", "json"] = "console", level: int = logging.INFO) -> None:
@@ -30,7 +46,7 @@ def configure_logging(fmt: Literal["console", "json"] = "console", level: int = 
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     # JSON lines carry tracebacks as structured data (one line per event, whatever happened).
     tracebacks: list[structlog.types.Processor] = [structlog.processors.dict_tracebacks] if fmt == "json" else []
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
