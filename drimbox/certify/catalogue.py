@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drimbox.certify.families import dicomweb
+from drimbox.certify.families import dicomweb, trust
 from drimbox.certify.model import Scenario
 
 __all__ = ["all_scenarios"]
@@ -10,7 +10,7 @@ __all__ = ["all_scenarios"]
 
 def all_scenarios() -> tuple[Scenario, ...]:
     """The kit's scenarios; ids are unique."""
-    scenarios = (*dicomweb.SCENARIOS,)
+    scenarios = (*dicomweb.SCENARIOS, *trust.SCENARIOS)
     ids = [s.id for s in scenarios]
     assert len(ids) == len(set(ids)), "duplicate scenario id"
     return scenarios

@@ -3,8 +3,8 @@
 Every request a scenario makes goes through :class:`Wire`, which writes the raw request and
 response (headers verbatim, bearer tokens shortened, bodies truncated) as :class:`Evidence`.
 Clients: ``site`` (the site face, server certificate checked against the CA), ``network`` (mutual
-TLS with the ``tls`` client certificate, from the listed source address) and ``stranger`` (the same
-certificate from an address that is not on the trust list).
+TLS with the ``tls`` client certificate, from the listed source address), ``stranger`` (the same
+certificate from an address that is not on the trust list) and ``no-client-cert`` (TLS without one).
 """
 
 from __future__ import annotations
@@ -102,6 +102,8 @@ class Wire:
             "site": httpx.Client(verify=site_ctx, timeout=_TIMEOUT, trust_env=False),
             "network": self._mtls(target.local_address),
             "stranger": self._mtls(target.stranger_address),
+            "no-client-cert": httpx.Client(verify=_context(target, client_cert=False), timeout=_TIMEOUT,
+                                           trust_env=False),
         }
 
     def _mtls(self, local_address: str | None) -> httpx.Client:
