@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drimbox.certify.families import dicomweb, trust
+from drimbox.certify.families import crossval, dicom, dicomweb, performance, trust, xds
 from drimbox.certify.model import Scenario
 
 __all__ = ["all_scenarios"]
@@ -10,7 +10,8 @@ __all__ = ["all_scenarios"]
 
 def all_scenarios() -> tuple[Scenario, ...]:
     """The kit's scenarios; ids are unique."""
-    scenarios = (*dicomweb.SCENARIOS, *trust.SCENARIOS)
+    scenarios = (*dicom.SCENARIOS, *xds.SCENARIOS, *dicomweb.SCENARIOS, *crossval.SCENARIOS,
+                 *trust.SCENARIOS, *performance.SCENARIOS)
     ids = [s.id for s in scenarios]
     assert len(ids) == len(set(ids)), "duplicate scenario id"
     return scenarios
