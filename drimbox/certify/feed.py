@@ -23,7 +23,8 @@ _DS = "{http://www.w3.org/2000/09/xmldsig#}Signature"
 
 def _relabel(root: etree._Element) -> None:
     """Point every ``db`` host elsewhere: a node that took the list would refuse every peer it had."""
-    for index, element in enumerate(e for e in root.iter() if isinstance(e.tag, str) and etree.QName(e).localname == "db"):
+    hosts = [e for e in root.iter() if isinstance(e.tag, str) and etree.QName(e).localname == "db"]
+    for index, element in enumerate(hosts):
         element.text = f"db{index + 1}.corrupted.invalid"
 
 

@@ -29,7 +29,7 @@ def media_params(content_type: str) -> tuple[str, dict[str, str]]:
     """``type/subtype`` (lower case) and its parameters (names lower case, quotes removed)."""
     message = Message()
     message["content-type"] = content_type
-    params = {k.lower(): v for k, v in message.get_params(failobj=[])[1:]}  # type: ignore[misc]
+    params = {k.lower(): v for k, v in message.get_params(failobj=[])[1:]}
     return message.get_content_type(), params
 
 

@@ -95,8 +95,8 @@ def store_study(kit: KitStudy, target: Target, wire: Wire, sink: Callable[[Evide
         body.write(f"--{boundary}--\r\n".encode())
         reply = wire.request("POST", f"{target.dicomweb}/studies", content=body.getvalue(),
                              title=f"STOW-RS of instances {start + 1}-{start + len(batch)} of the kit's study",
-                             headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
-                                      "Accept": "application/dicom+json"})
+                             headers={"Content-Type": f'multipart/related; type="application/dicom"; '
+                                                      f'boundary={boundary}', "Accept": "application/dicom+json"})
         if reply.status != 200:
             raise ScenarioFailed(f"STOW-RS of the kit's study answered {reply.status}")
     kit.stored_via = f"STOW-RS to {target.dicomweb}"

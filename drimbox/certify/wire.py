@@ -39,7 +39,7 @@ class Reply:
 
     @property
     def content_type(self) -> str:
-        return self.headers.get("content-type", "")
+        return str(self.headers.get("content-type", ""))
 
     def text(self) -> str:
         return self.content.decode("utf-8", "replace")
@@ -152,6 +152,6 @@ class Wire:
         with self._clients[via].stream("GET", url, headers=sent) as response:
             yield response
             reply = Reply(response.status_code, response.headers, b"", time.perf_counter() - started, url)
-            shown = {k: v for k, v in sent.items()}
+            shown = dict(sent)
             self.sink(Evidence("http", title, format_exchange("GET", url, shown, b"", reply)
                                + f"\n(body streamed: {response.num_bytes_downloaded} bytes)"))

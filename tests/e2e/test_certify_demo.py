@@ -22,8 +22,9 @@ def test_every_scenario_passes_against_the_demo(net: Net, tmp_path: Path, chromi
     net.network.restart_node("site-a", env={"DRIMBOX_TRUST_LIST__URL": f"http://{feed}/whitelist",
                                             "DRIMBOX_TRUST_LIST__REFRESH_S": "1"})
     try:
+        profiles = ("dicomweb", "drimm-source", "drimm-consumer", "registry")
         run = certify(tmp_path, "--endpoints", str(net.workdir / "endpoints.json"), "--site", "site-a",
-                      *(a for p in ("dicomweb", "drimm-source", "drimm-consumer", "registry") for a in ("--profile", p)),
+                      *(a for p in profiles for a in ("--profile", p)),
                       "--ct-images", "24", "--trust-list-feed", feed, "--trust-list-wait", "20")
     finally:
         net.network.kill_node("site-a")

@@ -42,7 +42,8 @@ def _coherence(probe: Probe) -> None:
                                    "/instances", headers={"Accept": "application/dicom+json"})
             found = {str(i.get("00080018", {}).get("Value", [""])[0]) for i in json.loads(reply.content or b"[]")} \
                 if reply.status == 200 else set()
-            probe.check(found == instances, f"series {series_uid}: {len(instances)} in the KOS, {len(found)} in the PACS")
+            probe.check(found == instances,
+                        f"series {series_uid}: {len(instances)} in the KOS, {len(found)} in the PACS")
     counts = sum(len(v) for v in listed.values())
     probe.check(counts == len(study.instances), f"{counts} instances in the KOS, {len(study.instances)} in the exam")
 

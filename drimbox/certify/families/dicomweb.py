@@ -83,8 +83,9 @@ def _qido_hierarchy(probe: Probe) -> None:
                            headers={"Accept": _DICOM_JSON})
     instances = _json_array(probe, reply.content, "QIDO instances")
     found = _uids(instances, "00080018")
-    probe.check(found == kit.sop_uids(), f"QIDO instances: {len(found)} found, {len(kit.sop_uids())} stored; "
-                                         f"missing {len(kit.sop_uids() - found)}, unexpected {len(found - kit.sop_uids())}")
+    stored = kit.sop_uids()
+    probe.check(found == stored, f"QIDO instances: {len(found)} found, {len(stored)} stored; "
+                                 f"missing {len(stored - found)}, unexpected {len(found - stored)}")
 
 
 def _qido_bad_query(probe: Probe) -> None:

@@ -34,7 +34,8 @@ def _time_series(probe: Probe, url: str, *, via: str, headers: dict[str, str]) -
         elapsed = time.perf_counter() - started
     probe.figure("latency to the first image", first if first is not None else elapsed, "s",
                  threshold=probe.options.first_image_max_s, higher_is_better=False)
-    probe.figure("viewing throughput", total / 1e6 / max(elapsed, 1e-6), "MB/s", threshold=probe.options.viewing_min_mb_s)
+    probe.figure("viewing throughput", total / 1e6 / max(elapsed, 1e-6), "MB/s",
+                 threshold=probe.options.viewing_min_mb_s)
     probe.figure("series transfer time", elapsed, "s")
     probe.figure("bytes received", total / 1e6, "MB")
 

@@ -30,8 +30,10 @@ from drimbox.certify.feed import TrustListFeed, corrupted_variants
 from drimbox.certify.model import Family, Profile, Scenario
 from drimbox.certify.probe import Probe
 from drimbox.certify.wire import Reply
+
 # The ANS list format's verifier (xmlsec, XPath Filter 2.0): a generic helper, used here to judge the registry.
-from drimbox.trust.trustlist import TrustListRejected, verify_trust_list
+from drimbox.errors import TrustListRejected
+from drimbox.trust.trustlist import verify_trust_list
 
 __all__ = ["SCENARIOS"]
 
@@ -85,7 +87,7 @@ def _forged_token(probe: Probe) -> None:
     probe.check(reply.status == 401, f"a token signed by an unknown key answered {reply.status}, expected 401")
     expired = jwt.encode({**claims, "exp": int(time.time()) - 3600, "iat": int(time.time()) - 7200},
                          ec.generate_private_key(ec.SECP256R1()), algorithm="ES256")
-    unsigned = jwt.encode(claims, key="", algorithm="none")  # type: ignore[arg-type]
+    unsigned = jwt.encode(claims, key="", algorithm="none")
     for what, token in (("an expired token by an unknown key", expired), ("an alg=none token", unsigned)):
         reply = probe.wire.get(series_url, via="network", auth=False, title=f"network face, {what}",
                                headers={**kos_headers(kos_uid), **probe.wire.bearer(token)})
