@@ -36,8 +36,9 @@ from drimbox.testdata import make_patient
 ACCEPT = 'Accept: multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
-def _token(endpoints: dict[str, Any]) -> str:
-    return subprocess.run(endpoints["token_command"], capture_output=True, text=True, check=True).stdout.strip()
+def _token(endpoints: dict[str, Any], *extra: str) -> str:
+    command = [*endpoints["token_command"], *extra]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def _exams(endpoints: dict[str, Any], token: str) -> list[tuple[str, str, str, list[str]]]:
@@ -78,7 +79,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     endpoints = json.loads((args.workdir / "endpoints.json").read_text())
-    token = _token(endpoints)
+    token = _token(endpoints)  # the test tool's (curl presents the tool's certificate)
+    # Site B forwards its user's token: one issued to site B's client (tokens are bound to their node).
+    site_b_token = _token(endpoints, "--client", "site-b")
     site_b = next(n for n in endpoints["nodes"] if n["name"] == "site-b")
     drimbox = endpoints["token_command"][0]
     for ins, study, kos_uid, urls in _exams(endpoints, token):
@@ -98,7 +101,7 @@ def main() -> None:
                 # A fresh work directory per run: otherwise the second run resumes a finished retrieval.
                 env = {**os.environ, "DRIMBOX_RETRIEVE__WORK_DIR": scratch}
                 subprocess.run([drimbox, "fetch", "--config", site_b["config"], "--ins", ins, "--study", study,
-                                "--token", token], check=True, capture_output=True, env=env)
+                                "--token", site_b_token], check=True, capture_output=True, env=env)
                 rates.append(size / 1e6 / (time.perf_counter() - started))
         print(f"    consumer `drimbox fetch` (whole process, look-up included): "
               f"{' '.join(f'{r:.0f}' for r in rates)} MB/s, median {statistics.median(rates):.0f}")

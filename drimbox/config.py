@@ -324,6 +324,12 @@ class PeerSettings(_Strict):
 
     hosts: tuple[str, ...] = ()
     """Hosts (name or IP, as in RetrieveURLs) of trust-listed nodes; a RetrieveURL elsewhere is not followed."""
+    source_address: str | None = None
+    """Local address node-to-node connections are made from (a multihomed host, or the demo's sites sharing
+    one loopback): peers identify this node by the address it connects from."""
+    clients: dict[str, tuple[str, ...]] = {}
+    """OIDC client ids of each peer node, keyed by its ``db`` host (or trust-list ``Identifiant``): the
+    network face accepts a token only from the node its client belongs to (``auth.node_bound_tokens``)."""
 
 
 class TrustListSettings(_Strict):

@@ -39,7 +39,10 @@ from drimbox.retrieve.xdm_api import xdm_router
 from drimbox.stores import build_dicomweb, network_dicomweb_router, prefetch_router, site_dicomweb_router
 from drimbox.trust import TokenVerifier
 from drimbox.trust.audit import AuditStore
+from drimbox.trust.binding import NetworkBinding
+from drimbox.trust.grants import KosGrants, grants_router
 from drimbox.trust.login import auth_router
+from drimbox.trust.node_credential import DeferredAccess, NodeCredential
 from drimbox.trust.oidc import OidcRelyingParty
 from drimbox.trust.peers import inbound_peer_check, network_client
 from drimbox.trust.scope import ManifestIndex, ScopedAuditStore, kos_scope_dependency
@@ -135,8 +138,17 @@ class Node:
             work_dir, settings.retrieve.retention_s,
             lambda kos_uid: self.directory.is_deprecated(kos_uid) if self.directory is not None else False,
             cache=self.dicomweb.cache, on_dropped=self.remote_studies.forget)
+        # Browser users (F5, F6, F9): OIDC login; the same client gets the node's own token (client
+        # credentials) for work without a user, admitted by sources under a KOS grant (DESIGN §2b).
+        self.relying_party = OidcRelyingParty.from_settings(settings, self.verifier) \
+            if settings.oidc.issuer and self.verifier is not None else None
+        self.node_credential = NodeCredential(self.relying_party, settings.name, scope=settings.auth.audience) \
+            if self.relying_party is not None else None
+        self.deferred_access = DeferredAccess(self.node_credential, self.peer_client, self.peer_policy) \
+            if self.node_credential is not None and self.peer_client is not None else None
         self.import_jobs = ImportJobs(retriever=self.retriever, importer=self.importer, work_dir=work_dir,
-                                      audit=self.audit, on_retrieved=self.retention.record_retrieved) \
+                                      audit=self.audit, on_retrieved=self.retention.record_retrieved,
+                                      deferral=self.deferred_access) \
             if self.retriever is not None else None
         # DIMSE for the site's workstations: C-FIND/C-MOVE/C-GET of the network's studies (DESIGN §2b).
         self.dimse_face = DimseFace(
@@ -160,8 +172,6 @@ class Node:
                                    spool_dir=self.dicomweb.spool.root / "xdm", audit=self.audit))
         # Browser users (F5, F6, F9): OIDC login, server-side sessions, the portal pages and the viewer.
         self.sessions = SessionStore.at(settings.storage.data_dir, max_ttl_s=settings.oidc.session_ttl_s)
-        self.relying_party = OidcRelyingParty.from_settings(settings, self.verifier) \
-            if settings.oidc.issuer and self.verifier is not None else None
         browser = BrowserSessions(self.sessions)
         self.calls = ContextualCalls(ttl_s=settings.oidc.session_ttl_s)
         public_routers = [public_router(calls=self.calls, audit=self.audit, settings=settings, sessions=browser)]
@@ -177,9 +187,13 @@ class Node:
                 published_study=published_study_lookup(self.publication.outbox), settings=settings,
                 calls=self.calls, sessions=browser))
         # F7 source side: only the instances of a KOS this node published, each one served audited.
-        scope = kos_scope_dependency(ManifestIndex(self.publication.outbox), self.audit)
+        # A node's own token is admitted for one KOS under a grant (work without a user, DESIGN §2b).
+        self.grants = KosGrants.at(settings.storage.data_dir, self.audit)
+        manifests = ManifestIndex(self.publication.outbox)
+        scope = kos_scope_dependency(manifests, self.audit, self.grants)
         network_routers = (network_dicomweb_router(ScopedAuditStore(self.dicomweb.store, self.audit),
-                                                   self.dicomweb.network_settings, kos_scope=scope),)
+                                                   self.dicomweb.network_settings, kos_scope=scope),
+                           grants_router(self.grants, lambda kos_uid: manifests.scope(kos_uid) is not None))
         self.site_app = create_site_app(node_name=settings.name, verifier=self.verifier, pacs=self.pacs,
                                         pacs_label=label, extra_routers=site_routers,
                                         public_routers=tuple(public_routers), page_routers=tuple(page_routers),
@@ -189,6 +203,13 @@ class Node:
             if isinstance(self.peer_policy, TrustListPolicy) else None
         self.network_app = create_network_app(node_name=settings.name, verifier=self.verifier,
                                               extra_routers=network_routers, peer_check=peer_check)
+        # DESIGN §2b: a token is accepted on the network face only from the node its client belongs to.
+        self.network_app.state.principal_binding = NetworkBinding(
+            settings.peers.clients, required=settings.auth.node_bound_tokens,
+            peer_names=self.peer_policy.names_for_host if isinstance(self.peer_policy, TrustListPolicy)
+            else lambda host: (host,))
+        for app in (self.site_app, self.network_app):
+            app.state.audit = self.audit  # refused authentications are audited (auth.refused)
 
     def start(self) -> None:
         """Start the DIMSE SCP."""
@@ -225,6 +246,7 @@ class Node:
         if self.relying_party is not None:
             self.relying_party.close()
         self.sessions.close()
+        self.grants.close()
         self.dicomweb.close()
         self.audit.close()
 

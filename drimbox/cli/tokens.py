@@ -24,6 +24,10 @@ def dev_token(
     role: Annotated[str, typer.Option(help="Role claim (e.g. radiologist, operator).")] = "radiologist",
     name: Annotated[str, typer.Option(help="Display name.")] = "Dr Test Radiologue",
     ttl: Annotated[int, typer.Option(min=60, max=86400, help="Lifetime in seconds.")] = 3600,
+    client: Annotated[str | None, typer.Option(
+        help="OIDC client the token is issued to (azp): a site's name to act as that site's node "
+             "(`drimbox fetch --config site-b/node.toml` needs `--client site-b`); default: the test tool.",
+    )] = None,
 ) -> None:
     """Print a bearer token accepted by every node and the registry of the demo."""
     path = workdir / IDP_FILE
@@ -35,5 +39,5 @@ def dev_token(
     if not (len(rpps) == 11 and rpps.isdigit()):
         raise ConfigError(f"--rpps: an RPPS number has 11 digits, got {rpps!r}", key="rpps")
     token = mint_token(key, issuer=idp["issuer"], audience=idp["audience"], subject=f"rpps:{rpps}", rpps=rpps,
-                       role=role, name=name, ttl_s=ttl, client_id=idp.get("client_id"))
+                       role=role, name=name, ttl_s=ttl, client_id=client or idp.get("client_id"))
     typer.echo(token)

@@ -47,6 +47,9 @@ __all__ = ["DEMO_ACCOUNTS", "DEMO_AUDIENCE", "DemoNetwork", "SitePlan", "demo_or
 DEMO_AUDIENCE = "drimbox"
 REGISTRY_ADDRESS = "127.0.0.4"
 IDP_ADDRESS = "127.0.0.5"
+TOOL_ADDRESS = "127.0.0.1"
+TOOL_CLIENT = "tool"
+"""The test tool of endpoints.json (its certificate, its trust-list entry, the client its tokens name)."""
 DEMO_ACCOUNTS: tuple[tuple[str, str, str, str], ...] = (
     ("10101010101", "Dr Test Radiologue", "Test", "Radiologue"),
     ("20202020202", "Dr Second Lecteur", "Second", "Lecteur"),
@@ -158,13 +161,13 @@ class DemoNetwork:
         for site in self.sites:
             self.ca.issue(site.name, hosts=[site.address, f"{site.name}.localhost", "localhost"])
         self.ca.issue("registry", hosts=[REGISTRY_ADDRESS, "registry.localhost", "localhost"])
-        self.ca.issue("tool", hosts=["127.0.0.1"], server=False)
+        self.ca.issue("tool", hosts=[TOOL_ADDRESS], server=False)
         self.ca.issue_signing_key("idp")
         # F11: the registry publishes the signed list of the network's nodes; the test tool of the
         # contract (endpoints.json "tls") is listed too, as if it were a consumer node.
         listed = [ListedNode(i, s.address, s.address, f"Demo {s.name}", f"CN={s.name}", "support@devnet.invalid")
                   for i, s in enumerate(self.sites, 1)]
-        listed.append(ListedNode(len(listed) + 1, "127.0.0.1", "127.0.0.1", "Outil de test", "CN=tool",
+        listed.append(ListedNode(len(listed) + 1, TOOL_ADDRESS, TOOL_ADDRESS, "Outil de test", "CN=tool",
                                  "support@devnet.invalid"))
         self.trust_list_files = write_trust_list_files(self.ca, pki / "trustlist", listed)
 
@@ -198,6 +201,8 @@ class DemoNetwork:
             "signing_key": str(pki / "idp.key"),
             "public_key": str(pki / "idp.pub.pem"),
             "discovery": self.idp.discovery_url,
+            # The client `drimbox dev-token` names (azp): the test tool's, trust-listed with the tool's certificate.
+            "client_id": TOOL_CLIENT,
             # Test practitioners: log in with the RPPS as identifier and this password.
             "accounts": [{"rpps": a.rpps, "password": a.password, "name": a.name, "role": a.role} for a in accounts],
         }
@@ -294,7 +299,9 @@ class DemoNetwork:
             "publish": {"organisation_id": f"1{site.dimse_port:09d}", "organisation_name": f"Demo {site.name}",
                         "publish_cda": True},
             # F7: RetrieveURLs are followed to the demo's sites only (the static stand-in for the trust list).
-            "peers": {"hosts": [s.address for s in self.sites]},
+            # DESIGN §2b: each node's OIDC client (the site's name; the test tool's "tool"), by its db host.
+            "peers": {"hosts": [s.address for s in self.sites], "source_address": site.address,
+                      "clients": {**{s.address: [s.name] for s in self.sites}, TOOL_ADDRESS: [TOOL_CLIENT]}},
             # F11: the signed list from the registry supersedes [peers]; the last good copy is kept on disk.
             "trust_list": {**self._trust_list().node_settings(f"{self.registry_url}/whitelist"),
                            "file": str(site_dir / "whitelist.xml")},

@@ -21,11 +21,11 @@ from typing import Literal, Protocol
 
 import structlog
 
-from drimbox.errors import DrimboxError
+from drimbox.errors import DrimboxError, SourceRefused
 from drimbox.retrieve.model import Actor, Exam, PatientTraits, RetrievalProgress, RetrievalReport, SeriesRef
 from drimbox.trust.audit import AuditEvent, AuditTrail
 
-__all__ = ["ExamImporter", "ExamRetriever", "ImportJob", "ImportJobs", "JobState", "count_of"]
+__all__ = ["Deferral", "ExamImporter", "ExamRetriever", "ImportJob", "ImportJobs", "JobState", "count_of"]
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +83,8 @@ class ImportJob:
     created: float = field(default_factory=time.time)
     finished: float | None = None
     directory: Path | None = None
+    granted: bool = False
+    """Whether the source granted this node the KOS (the job may go on after the user's token expires)."""
 
     @property
     def done(self) -> bool:
@@ -109,12 +111,31 @@ class _Progress:
                 self._job.problems.append(f"series {series.series_uid}: {error}")
 
 
+class Deferral(Protocol):
+    """How a job outlives its user's token (:class:`drimbox.trust.node_credential.DeferredAccess`)."""
+
+    def prepare(self, exam: Exam, actor: Actor) -> bool:
+        """Ask the source, while the user's token is valid, for a grant to this node; whether it gave one."""
+        ...
+
+    def actor(self, *, on_behalf_of: str | None = None) -> Actor:
+        """The node acting on its own credential."""
+        ...
+
+
 class ImportJobs:
-    """Retrieve-then-import jobs, run in the background and looked up by id."""
+    """Retrieve-then-import jobs, run in the background and looked up by id.
+
+    With a ``deferral``, a job asks the source for a KOS grant when it is queued (the user is there);
+    a retrieval the source then refuses with 401 (the user's token expired during a long transfer) is
+    resumed — the instances already received are kept — with the node's own credential under that grant.
+    """
 
     def __init__(self, *, retriever: ExamRetriever, importer: ExamImporter | None, work_dir: Path,
                  audit: AuditTrail, workers: int = 2, keep: int = 200,
-                 on_retrieved: Callable[[Exam, Path], None] = lambda exam, path: None) -> None:
+                 on_retrieved: Callable[[Exam, Path], None] = lambda exam, path: None,
+                 deferral: Deferral | None = None) -> None:
+        self._deferral = deferral
         self._retriever = retriever
         self._importer = importer
         self._work_dir = work_dir
@@ -129,6 +150,7 @@ class ImportJobs:
                      import_into_pacs: bool = True) -> str:
         """Queue the retrieval (and import) of ``exam`` for ``actor``; return the job id at once."""
         job = ImportJob(uuid.uuid4().hex, exam, actor.subject, import_into_pacs, expected=exam.instance_count)
+        job.granted = self._deferral is not None and self._deferral.prepare(exam, actor)
         with self._lock:
             self._jobs[job.id] = job
             while len(self._jobs) > self._keep:
@@ -155,7 +177,7 @@ class ImportJobs:
         try:
             self._set(job, "retrieving")
             job.directory = self.directory_of(exam)
-            report = self._retriever.retrieve(exam, actor, job.directory, progress=_Progress(job, self._lock))
+            report = self._retrieve(job, actor)
             with self._lock:
                 job.received = len(report.received)
                 job.bytes = report.bytes
@@ -189,6 +211,23 @@ class ImportJobs:
             patient_ins=traits.ins if traits else None, study_uid=exam.study_uid, kos_uid=exam.kos_uid,
             detail="; ".join(job.problems)[:2000],
         ))
+
+    def _retrieve(self, job: ImportJob, actor: Actor) -> RetrievalReport:
+        assert job.directory is not None
+        try:
+            return self._retriever.retrieve(job.exam, actor, job.directory, progress=_Progress(job, self._lock))
+        except SourceRefused as exc:
+            if exc.status != 401 or not job.granted or self._deferral is None:
+                raise
+        # The user's token is no longer accepted: go on as the node, under the grant asked for at the start.
+        node = self._deferral.actor(on_behalf_of=actor.subject)
+        self._audit.record(AuditEvent(action="retrieve.resumed", outcome="success", subject=node.subject,
+                                      study_uid=job.exam.study_uid, kos_uid=job.exam.kos_uid,
+                                      detail=f"user {actor.subject}'s token refused by the source; "
+                                             "resumed with the node's credential under a KOS grant"))
+        with self._lock:
+            job.problems.append("resumed with the node's credential (the user's token expired)")
+        return self._retriever.retrieve(job.exam, node, job.directory, progress=_Progress(job, self._lock))
 
     def close(self) -> None:
         """Stop taking jobs; jobs in progress finish (a retrieval is resumable if cut)."""

@@ -27,6 +27,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from drimbox.errors import LoginRequired, Unauthenticated
 from drimbox.retrieve.model import Actor
+from drimbox.trust.audit import AuditEvent, AuditTrail
+from drimbox.trust.binding import NetworkBinding
 from drimbox.trust.principal import Principal
 from drimbox.trust.sessions import SESSION_COOKIE, Session, SessionStore
 from drimbox.trust.tokens import TokenVerifier
@@ -71,13 +73,35 @@ def _identify(request: Request, credentials: HTTPAuthorizationCredentials | None
     return None
 
 
+def _refused(request: Request, exc: Unauthenticated) -> Unauthenticated:
+    """Audit a refused authentication (``auth.refused``: the reason, the path, the client) and return it."""
+    audit: AuditTrail | None = getattr(request.app.state, "audit", None)
+    if audit is not None:
+        audit.record(AuditEvent(action="auth.refused", outcome="refused",
+                                source=request.client.host if request.client else None,
+                                detail=f"{request.method} {request.url.path}: {exc}"))
+    return exc
+
+
 def authenticate(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    """Return the authenticated caller (bearer token or session), or raise :class:`Unauthenticated` (HTTP 401)."""
-    principal = _identify(request, credentials)
-    if principal is None:
-        raise Unauthenticated("a bearer token (Authorization: Bearer …) or a login session is required")
+    """Return the authenticated caller (bearer token or session), or raise :class:`Unauthenticated` (HTTP 401).
+
+    On the network face the principal is bound to the presenting peer node (``app.state.principal_binding``,
+    :class:`~drimbox.trust.binding.NetworkBinding`). Every refusal is audited when the app has an audit
+    trail (``app.state.audit``).
+    """
+    try:
+        principal = _identify(request, credentials)
+        if principal is None:
+            raise Unauthenticated("a bearer token (Authorization: Bearer …) or a login session is required")
+        binding: NetworkBinding | None = getattr(request.app.state, "principal_binding", None)
+        if binding is not None:
+            principal = binding.bind(request, principal)
+            request.state.principal = principal
+    except Unauthenticated as exc:
+        raise _refused(request, exc) from None
     return principal
 
 
@@ -88,7 +112,10 @@ def browser_principal(
 
     An invalid bearer token is still 401: only the *absence* of credentials leads to the login.
     """
-    principal = _identify(request, credentials)
+    try:
+        principal = _identify(request, credentials)
+    except Unauthenticated as exc:
+        raise _refused(request, exc) from None
     if principal is None:
         query = f"?{request.url.query}" if request.url.query else ""
         raise LoginRequired("login required", next_url=f"{request.url.path}{query}")

@@ -329,6 +329,26 @@ class OidcRelyingParty:
     def _exchange(self, code: str, login: PendingLogin, metadata: ProviderMetadata) -> dict[str, Any]:
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": login.redirect_uri,
                 "code_verifier": login.code_verifier}
+        return self._token_request(form, metadata, refused=(
+            "Le fournisseur d'identité a refusé de finaliser la connexion (code expiré ou déjà utilisé)."))
+
+    def client_credentials(self, scope: str) -> tuple[str, datetime]:
+        """This node's own access token (OAuth 2.0 client credentials, RFC 6749 §4.4) and its expiry.
+
+        For work without a user present (:mod:`drimbox.trust.node_credential`); the provider issues it
+        to the node's client, with no user and no ``acr``. ``scope`` names the resource servers (the nodes'
+        audience, ``auth.audience``).
+        """
+        metadata = self.metadata()
+        body = self._token_request({"grant_type": "client_credentials", "scope": scope}, metadata,
+                                   refused="Le fournisseur d'identité a refusé le jeton du nœud.")
+        token = body.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise LoginFailed("token endpoint gave no access_token", reason="Aucun jeton d'accès délivré.")
+        return token, self._access_expiry(token, body.get("expires_in"))
+
+    def _token_request(self, form: dict[str, str], metadata: ProviderMetadata, *, refused: str) -> dict[str, Any]:
+        """POST ``form`` to the token endpoint with the client's authentication; the JSON answer."""
         headers = {"Accept": "application/json"}
         methods = metadata.token_auth_methods
         if "client_secret_basic" in methods or "client_secret_post" not in methods:
@@ -336,7 +356,7 @@ class OidcRelyingParty:
             basic = f"{quote(self.settings.client_id, safe='')}:{quote(self._secret, safe='')}"
             headers["Authorization"] = "Basic " + base64.b64encode(basic.encode("utf-8")).decode("ascii")
         else:
-            form |= {"client_id": self.settings.client_id, "client_secret": self._secret}
+            form = form | {"client_id": self.settings.client_id, "client_secret": self._secret}
         try:
             response = self._http.post(metadata.token_endpoint, data=form, headers=headers)
         except httpx.HTTPError as exc:
@@ -350,9 +370,8 @@ class OidcRelyingParty:
             if response.status_code >= 500 or error is None:
                 raise ProviderUnavailable(f"token endpoint answered {response.status_code}",
                                           reason="Le fournisseur d'identité ne répond pas correctement.")
-            raise LoginFailed(f"token endpoint refused the code: {error} ({body.get('error_description', '')})",
-                              reason="Le fournisseur d'identité a refusé de finaliser la connexion "
-                                     "(code expiré ou déjà utilisé).")
+            raise LoginFailed(f"token endpoint refused the {form['grant_type']} request: {error} "
+                              f"({body.get('error_description', '')})", reason=refused)
         return body
 
     def _verify_id_token(

@@ -67,7 +67,11 @@ def network_client(settings: NodeSettings, *, timeout_s: float | None = None,
                    transport: httpx.BaseTransport | None = None) -> httpx.Client:
     """An ``httpx.Client`` for other nodes' network faces (mutual TLS, bounded timeouts, no redirects)."""
     timeout = timeout_s if timeout_s is not None else settings.retrieve.timeout_s
-    return httpx.Client(verify=network_ssl_context(settings), timeout=httpx.Timeout(timeout, connect=10.0),
+    context = network_ssl_context(settings)
+    if transport is None and settings.peers.source_address:
+        # Peers know this node by the address it connects from (the trust list's db host).
+        transport = httpx.HTTPTransport(verify=context, local_address=settings.peers.source_address)
+    return httpx.Client(verify=context, timeout=httpx.Timeout(timeout, connect=10.0),
                         follow_redirects=False, transport=transport)
 
 

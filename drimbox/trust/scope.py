@@ -19,8 +19,9 @@ retrieve returns exactly the KOS's instances of it — never an instance the KOS
 study-level retrieve, metadata and thumbnails safe without requiring the KOS to cover the whole
 study in the PACS, which the source cannot check cheaply.
 
-**Who.** Only practitioners (and the explicit, loud dev mode) are admitted. Work without a user
-(a node's own credential with a grant scoped to one KOS) is not built yet: such tokens get 403.
+**Who.** Practitioners (and the explicit, loud dev mode) are admitted. Work without a user is a
+node's own token (kind ``node``, bound to the presenting node): admitted for a KOS only with a grant in
+force for (that KOS, that node) (:mod:`drimbox.trust.grants`), whose id each served event carries.
 
 **Audit.** ``wado.instance-served`` (the whole instance, ``…/instances`` retrieves), or
 ``wado.metadata-served`` / ``wado.frames-served`` / ``wado.rendered-served`` /
@@ -64,6 +65,7 @@ from dicomweb_gateway.backend import DicomStore, FailureReason, InstanceFile, Re
 from drimbox.errors import Forbidden, InvalidRequest
 from drimbox.trust.audit import AuditEvent, AuditTrail, Outcome
 from drimbox.trust.deps import Authenticated
+from drimbox.trust.grants import Grant
 from drimbox.trust.principal import Principal
 
 __all__ = [
@@ -174,6 +176,8 @@ class _Admitted:
     principal: Principal
     source: str | None
     kind: str
+    grant: str
+    """``grant <id>`` when a node's own token was admitted by a KOS grant, else empty."""
 
 
 _CURRENT: ContextVar[_Admitted | None] = ContextVar("drimbox_kos_scope", default=None)
@@ -188,8 +192,15 @@ def _kind(path: str) -> str:
     return "instance"
 
 
-def kos_scope_dependency(index: ManifestIndex, audit: AuditTrail) -> Callable[..., Awaitable[None]]:
-    """The network face's ``kos_scope`` dependency (see the module docstring)."""
+class GrantLookup(Protocol):
+    """The source's KOS grants (:class:`drimbox.trust.grants.KosGrants`)."""
+
+    def find(self, kos_uid: str, node: str) -> Grant | None: ...
+
+
+def kos_scope_dependency(index: ManifestIndex, audit: AuditTrail,
+                         grants: GrantLookup | None = None) -> Callable[..., Awaitable[None]]:
+    """The network face's ``kos_scope`` dependency (see the module docstring); ``grants`` admits node tokens."""
 
     async def kos_scope(
         request: Request,
@@ -213,7 +224,10 @@ def kos_scope_dependency(index: ManifestIndex, audit: AuditTrail) -> Callable[..
         if len(kos_uid) > 64 or not _UID.match(kos_uid):
             await run_in_threadpool(refuse, f"malformed {KOS_HEADER}")
             raise InvalidRequest(f"{KOS_HEADER} is not a UID")
-        if principal.kind not in _ADMITTED_KINDS:
+        grant: Grant | None = None
+        if principal.kind == "node" and grants is not None and principal.node:
+            grant = await run_in_threadpool(grants.find, kos_uid, principal.node)
+        if principal.kind not in _ADMITTED_KINDS and grant is None:
             await run_in_threadpool(refuse, f"principal kind {principal.kind} (no KOS grant)", kos=kos_uid)
             raise Forbidden(f"a {principal.kind} token is not admitted without a KOS grant")
         scope = await run_in_threadpool(index.scope, kos_uid)
@@ -223,7 +237,8 @@ def kos_scope_dependency(index: ManifestIndex, audit: AuditTrail) -> Callable[..
         if not scope.admits(study, series, instance):
             await run_in_threadpool(refuse, "resource not referenced by the KOS", kos=kos_uid)
             raise Forbidden(f"the requested resource is not referenced by KOS {kos_uid}")
-        _CURRENT.set(_Admitted(scope, principal, source, _kind(request.url.path)))
+        _CURRENT.set(_Admitted(scope, principal, source, _kind(request.url.path),
+                               f"grant {grant.id}" if grant is not None else ""))
 
     return kos_scope
 
@@ -283,7 +298,8 @@ class ScopedAuditStore:
     def _record(self, admitted: _Admitted, instance: InstanceFile, *, outcome: Outcome = "success",
                 detail: str = "") -> None:
         self.audit.record(AuditEvent.by(
-            admitted.principal, f"wado.{admitted.kind}-served", outcome, detail=detail,
+            admitted.principal, f"wado.{admitted.kind}-served", outcome,
+            detail="; ".join(d for d in (admitted.grant, detail) if d),
             kos_uid=admitted.scope.kos_uid,
             patient_ins=admitted.scope.patient_id, study_uid=instance.study_uid, series_uid=instance.series_uid,
             sop_instance_uids=(instance.sop_instance_uid,), source=admitted.source,

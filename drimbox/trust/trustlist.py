@@ -602,6 +602,12 @@ class TrustListPolicy:
         current = self._current
         return current is not None and current.entry_for_host(host) is not None
 
+    def names_for_host(self, host: str) -> tuple[str, ...]:
+        """The names of the listed node at ``host`` (its ``db`` host and ``Identifiant``); empty if not listed."""
+        current = self._current
+        entry = current.entry_for_host(host) if current is not None else None
+        return (entry.db, entry.identifiant) if entry is not None else ()
+
     def entry_for_certificate(self, certificate: x509.Certificate) -> TrustListEntry | None:
         """The entry of the node presenting ``certificate`` (inbound mTLS), if it is on the list in force.
 

@@ -40,12 +40,19 @@ class Net:
         """The settings site ``name``'s node runs with, with ``overrides`` (e.g. another data_dir)."""
         return load_settings(Path(self.node(name)["config"]), **overrides)
 
-    def token(self, *, rpps: str = "10101010101", role: str = "radiologist", ttl_s: int = 3600) -> str:
-        """A practitioner's bearer token accepted by every node and the registry."""
+    def token(self, *, rpps: str = "10101010101", role: str = "radiologist", ttl_s: int = 3600,
+              client: str = "site-b", kind: str = "practitioner") -> str:
+        """A bearer token accepted by every node's site face and the registry, issued to OIDC ``client``.
+
+        On a network face a token is accepted only from the node its client belongs to (DESIGN §2b):
+        the default, ``site-b``, is what site B's users get, forwarded by site B to site A; the test
+        tool (endpoints.json ``tls``, address 127.0.0.1) presents tokens of client ``tool``.
+        """
         idp = json.loads((self.workdir / "idp.json").read_text())
         key = serialization.load_pem_private_key(Path(idp["signing_key"]).read_bytes(), password=None)
         return mint_token(key, issuer=idp["issuer"], audience=idp["audience"], subject=f"rpps:{rpps}", rpps=rpps,
-                          role=role, name="Dr Test Radiologue", ttl_s=ttl_s, client_id=idp.get("client_id"))
+                          role=role, name="Dr Test Radiologue", ttl_s=ttl_s, client_id=client,
+                          kind=kind)  # type: ignore[arg-type]
 
     @property
     def screened_patient(self) -> Patient:

@@ -1,9 +1,10 @@
 """Test helper: site A's network face with the manifest scope wired in, served in-process.
 
-Site A's running node does not wire :mod:`drimbox.trust.scope` yet, so the tests assemble the same
-network app the node builds (:func:`create_network_app` + :func:`network_dicomweb_router` over site
-A's store, i.e. its real Orthanc), with the real :func:`kos_scope_dependency` over site A's real
-publication outbox, and serve it with uvicorn over mutual TLS on site A's loopback address.
+The tests assemble the network app the node builds (:func:`create_network_app` +
+:func:`network_dicomweb_router` over site A's store, i.e. its real Orthanc), with the real
+:func:`kos_scope_dependency` over site A's real publication outbox, and serve it with uvicorn over
+mutual TLS on site A's loopback address — without the peer check and token binding, which
+``test_node_bound_access`` and ``test_trust_list_peers`` check on the running node.
 """
 
 from __future__ import annotations

@@ -214,7 +214,8 @@ class CuttingProxy:
             threading.Thread(target=self._relay, args=(client, limit), daemon=True).start()
 
     def _relay(self, client: socket.socket, limit: int | None) -> None:
-        server = socket.create_connection(self.upstream)
+        # From the client's own address: the source knows a node by the address it connects from.
+        server = socket.create_connection(self.upstream, source_address=(client.getpeername()[0], 0))
 
         def pump(src: socket.socket, dst: socket.socket, budget: int | None) -> None:
             sent = 0

@@ -22,7 +22,7 @@ def test_unlisted_peer_with_a_valid_certificate_is_refused(net: Net) -> None:
     assert net.network.ca is not None
     stranger = net.network.ca.issue("stranger", hosts=["127.0.0.9"])
     url = f"{net.node('site-a')['network_dicomweb']}/studies/1.2.3"
-    headers = {"Authorization": f"Bearer {net.token()}"}
+    headers = {"Authorization": f"Bearer {net.token(client='tool')}"}
     with _client(net, str(stranger.cert_path), str(stranger.key_path), "127.0.0.9") as client:
         refused = client.get(url, headers=headers)
     assert refused.status_code == 403, refused.text

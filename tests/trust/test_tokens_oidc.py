@@ -217,11 +217,13 @@ def test_no_token_is_401(verifier: JwtVerifier, practitioner_token: str) -> None
 
 
 def test_expired_token(pki: Pki, tmp_path: Path) -> None:
-    with _provider(tmp_path, pki.idp_key, access_token_ttl_s=1) as short:
+    # 5 s: long enough to be verified once on a loaded 2-core machine, short enough to wait out.
+    with _provider(tmp_path, pki.idp_key, access_token_ttl_s=5) as short:
+        issued = time.monotonic()
         token = client_token(short, SITE_A)
         strict = JwtVerifier.from_settings(_settings(short, leeway_s=0))
         assert strict.verify(token).client_id == "site-a"
-        time.sleep(2.1)
+        time.sleep(max(0.0, issued + 6.1 - time.monotonic()))
         with pytest.raises(Unauthenticated, match="token expired"):
             strict.verify(token)
 
