@@ -7,6 +7,7 @@ fails with that cause (never passes, never is skipped).
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ class RunOptions:
     export_min_mb_s: float = 5.0
     publish_timeout_s: float = 120.0
     workdir: Path | None = None
+    data_dir: Path | None = None
+    """Keep the kit's data here and reuse it on the next run (same patient, study and report: no new
+    publication per run, e.g. to run the families one at a time against the same node)."""
 
 
 class RunData:
@@ -68,13 +72,34 @@ class RunData:
         return value  # type: ignore[return-value]
 
     def study(self) -> KitStudy:
-        """The kit's CT study, stored on the target."""
+        """The kit's CT study, stored on the target (or the one a previous run kept in ``data_dir``)."""
         def make() -> KitStudy:
-            kit = produce_study(self.workdir / "study", self.options.ct_images, rows=self.options.ct_rows,
-                                cols=self.options.ct_rows)
-            store_study(kit, self.target, self.wire, self.setup_evidence.append)
+            kept = self._kept()
+            seed = kept.get("seed") if kept.get("images") == self.options.ct_images else None
+            kit = produce_study(self._data_root() / "study", self.options.ct_images, rows=self.options.ct_rows,
+                                cols=self.options.ct_rows, seed=seed)  # type: ignore[arg-type]
+            if seed is None:
+                store_study(kit, self.target, self.wire, self.setup_evidence.append)
+                self._keep(seed=kit.seed, images=self.options.ct_images, stored_via=kit.stored_via)
+            else:
+                kit.stored_via = f"{kept.get('stored_via', 'stored')} (by an earlier run, kept in {self._data_root()})"
+                self.setup_evidence.append(Evidence("note", "data reused", kit.stored_via))
             return kit
         return self._once("the kit's study on the target", make)
+
+    def _data_root(self) -> Path:
+        return self.options.data_dir or self.workdir
+
+    def _kept(self) -> dict[str, object]:
+        state = self._data_root() / "kit.json"
+        if self.options.data_dir is None or not state.exists():
+            return {}
+        return json.loads(state.read_text())  # type: ignore[no-any-return]
+
+    def _keep(self, **values: object) -> None:
+        if self.options.data_dir is not None:
+            self.options.data_dir.mkdir(parents=True, exist_ok=True)
+            (self.options.data_dir / "kit.json").write_text(json.dumps({**self._kept(), **values}))
 
     def publication(self) -> Publication:
         """The KOS the node published for the kit's study after the kit sent its report over MLLP."""
@@ -82,9 +107,11 @@ class RunData:
             kit = self.study()
             if self.target.hl7 is None or self.target.registry_fhir is None:
                 raise ScenarioFailed("a drimm-source needs --hl7 host:port and --registry URL to publish")
-            ack = publish_report(kit, self.target.hl7, self.setup_evidence.append)
-            if ack != "AA":
-                raise ScenarioFailed(f"the node answered {ack} to the kit's ORU^R01")
+            if not self._kept().get("reported"):
+                ack = publish_report(kit, self.target.hl7, self.setup_evidence.append)
+                if ack != "AA":
+                    raise ScenarioFailed(f"the node answered {ack} to the kit's ORU^R01")
+                self._keep(reported=True)
             return wait_for_kos(kit, self.target.registry_fhir, self.wire, timeout_s=self.options.publish_timeout_s)
         return self._once("the KOS published for the kit's study", make)
 

@@ -44,6 +44,8 @@ class KitStudy:
     study: GeneratedStudy
     bytes_total: int
     stored_via: str = ""
+    seed: int = 0
+    """What the study was generated from (same seed, same patient and UIDs)."""
 
     @property
     def series_uid(self) -> str:
@@ -73,7 +75,7 @@ def produce_study(dest: Path, images: int, *, seed: int | None = None, rows: int
     patient = make_patient(seed, sex="M", with_ins=True)
     study = write_ct_study(dest, patient, series=1, slices_per_series=images, rows=rows, cols=cols, seed=seed,
                            transfer_syntax=JPEGLSLossless)
-    return KitStudy(study, sum(p.stat().st_size for p in study.files))
+    return KitStudy(study, sum(p.stat().st_size for p in study.files), seed=seed)
 
 
 def store_study(kit: KitStudy, target: Target, wire: Wire, sink: Callable[[Evidence], None]) -> None:

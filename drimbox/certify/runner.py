@@ -60,15 +60,16 @@ def _run_one(scenario: Scenario, data: RunData) -> Result:
 
 
 def run_scenarios(scenarios: Iterable[Scenario], target: Target, *, options: RunOptions | None = None,
-                  only: frozenset[Family] | None = None) -> RunReport:
-    """Run ``scenarios`` (restricted to the families in ``only``) against ``target``."""
+                  only: frozenset[Family] | None = None, ids: frozenset[str] | None = None) -> RunReport:
+    """Run ``scenarios`` (restricted to the families in ``only`` and the scenario ids in ``ids``) against
+    ``target``."""
     options = options or RunOptions()
     report = RunReport(target, datetime.now(UTC))
     wire = Wire(target, target.tokens.fetch())
     data = RunData(target, wire, options)
     try:
         for scenario in scenarios:
-            if only is not None and scenario.family not in only:
+            if (only is not None and scenario.family not in only) or (ids is not None and scenario.id not in ids):
                 continue
             if not target.declares(*scenario.profiles):
                 declared = ", ".join(sorted(target.profiles)) or "none"

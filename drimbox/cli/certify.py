@@ -61,11 +61,15 @@ def certify(
     trust_list_wait: Annotated[float, typer.Option(help="Seconds to wait for the node to fetch a served list.")]
     = 30.0,
     only: Annotated[list[Family] | None, typer.Option("--only", help="Run only this family (repeat).")] = None,
+    scenario: Annotated[list[str] | None, typer.Option("--scenario", help="Run only this scenario id (repeat).")]
+    = None,
     ct_images: Annotated[int, typer.Option(min=1, max=5000, help="Images of the performance CT series "
                                            "(national scenario: 1300).")] = 1300,
     first_image_max: Annotated[float, typer.Option(help="Threshold: seconds to the first image.")] = 2.0,
     viewing_min: Annotated[float, typer.Option(help="Threshold: MB/s of WADO-RS viewing.")] = 10.0,
     export_min: Annotated[float, typer.Option(help="Threshold: MB/s of the consumer's export.")] = 5.0,
+    data_dir: Annotated[Path | None, typer.Option(help="Keep the kit's data (study, report sent) here and reuse "
+                                                  "it on later runs against the same node.")] = None,
     junit: Annotated[Path | None, typer.Option(help="Write a JUnit XML report here.")] = None,
     html: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
 ) -> None:
@@ -88,9 +92,13 @@ def certify(
     overrides["trust_list_wait_s"] = trust_list_wait
     target = replace(target, **overrides)  # type: ignore[arg-type]
     options = RunOptions(ct_images=ct_images, first_image_max_s=first_image_max, viewing_min_mb_s=viewing_min,
-                         export_min_mb_s=export_min)
-    report = run_scenarios(all_scenarios(), target, options=options,
-                           only=frozenset(only) if only else None)
+                         export_min_mb_s=export_min, data_dir=data_dir)
+    scenarios = all_scenarios()
+    unknown = set(scenario or ()) - {s.id for s in scenarios}
+    if unknown:
+        raise ConfigError(f"--scenario: no scenario {', '.join(sorted(unknown))}", key="scenario")
+    report = run_scenarios(scenarios, target, options=options, only=frozenset(only) if only else None,
+                           ids=frozenset(scenario) if scenario else None)
     table = Table(title=f"drimbox certify — {target.name} ({', '.join(sorted(profiles))})")
     for column in ("scenario", "requirement", "verdict", "first finding"):
         table.add_column(column)

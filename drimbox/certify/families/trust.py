@@ -201,6 +201,8 @@ def _registry_list(probe: Probe) -> None:
     probe.require(probe.target.ca_file is not None, "the CA the list's signer chains to is not known (--ca)")
     cas = x509.load_pem_x509_certificates(probe.target.ca_file.read_bytes())  # type: ignore[union-attr]
     root = etree.fromstring(reply.content, etree.XMLParser(resolve_entities=False, no_network=True))
+    probe.require(root.find("{http://www.w3.org/2000/09/xmldsig#}Signature") is not None,
+                  "the registry's trust list is not signed (no ds:Signature): a node must refuse it")
     der = root.findtext(".//{http://www.w3.org/2000/09/xmldsig#}X509Certificate") or ""
     probe.require(bool(der), "the list carries no signing certificate (KeyInfo/X509Data)")
     signer = x509.load_der_x509_certificate(base64.b64decode("".join(der.split())))
