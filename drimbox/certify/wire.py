@@ -9,18 +9,21 @@ certificate from an address that is not on the trust list) and ``no-client-cert`
 
 from __future__ import annotations
 
+import base64
+import json
 import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from drimbox.certify.model import Evidence
 from drimbox.certify.target import Target
 
-__all__ = ["BODY_EVIDENCE_BYTES", "Reply", "Wire", "format_exchange"]
+__all__ = ["BODY_EVIDENCE_BYTES", "Reply", "Wire", "format_exchange", "token_claims"]
 
 BODY_EVIDENCE_BYTES = 2048
 """Bodies are kept whole for the checks but shown truncated to this in the evidence."""
@@ -43,6 +46,18 @@ class Reply:
 
     def text(self) -> str:
         return self.content.decode("utf-8", "replace")
+
+
+def token_claims(token: str | None) -> dict[str, Any]:
+    """The claims of a JWT bearer token, unverified (the kit only reads who it acts as); ``{}`` otherwise."""
+    if not token or token.count(".") != 2:
+        return {}
+    payload = token.split(".")[1]
+    try:
+        value = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _shown_header(name: str, value: str) -> str:

@@ -54,7 +54,7 @@ FAULTS: dict[str, str] = {
     "kos-no-retrieve-url": "the KOS has no RetrieveURL",
     "kos-drop-instance": "the KOS omits one instance reference",
     "kos-wrong-accession": "the KOS's AccessionNumber is not the report's",
-    "xds-wrong-type-code": "the entry's typeCode is the CDA's (11528-7), not IMG-KOS",
+    "xds-wrong-type-code": "the entry's typeCode is the CDA's (11528-7), not IMG-KOS (MHD and ebRIM)",
     "xds-patient-local-id": "the entry's patient id is in a local namespace, not an INS OID",
     "xds-no-accession": "the entry's referenceIdList lacks the accession",
     "xds-author-not-rpps": "the entry's author is identified by a local id, not 8+RPPS",
@@ -276,6 +276,8 @@ class FaultFront:
             body = self._mhd(body.decode().replace(self.up.registry, self.registry_url), fault).encode()
         elif path.endswith("/xds/registry") and fault == "xds-author-not-rpps":
             body = re.sub(rb"<rim:Value>8(\d{11})\^", rb"<rim:Value>LOCAL\1^", body)
+        elif path.endswith("/xds/registry") and fault == "xds-wrong-type-code":
+            body = body.replace(b'nodeRepresentation="IMG-KOS"', b'nodeRepresentation="11528-7"')
         return Response(body, reply.status_code, headers=out)
 
     def _kos(self, blob: bytes, fault: str | None) -> bytes:

@@ -29,7 +29,7 @@ from drimbox.certify.families.dicomweb import random_uid
 from drimbox.certify.feed import TrustListFeed, corrupted_variants
 from drimbox.certify.model import Family, Profile, Scenario
 from drimbox.certify.probe import Probe
-from drimbox.certify.wire import Reply
+from drimbox.certify.wire import Reply, token_claims
 
 # The ANS list format's verifier (xmlsec, XPath Filter 2.0): a generic helper, used here to judge the registry.
 from drimbox.errors import TrustListRejected
@@ -38,17 +38,6 @@ from drimbox.trust.trustlist import verify_trust_list
 __all__ = ["SCENARIOS"]
 
 _TRUST_REF = "DESIGN F11; ANS Liste blanche (signée / non signée = cas corrompu)"
-
-
-def _claims(token: str | None) -> dict[str, Any]:
-    if not token or token.count(".") != 2:
-        return {}
-    payload = token.split(".")[1]
-    try:
-        value = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _network_target(probe: Probe) -> tuple[str, str, str]:
@@ -78,7 +67,7 @@ def _unauthenticated(probe: Probe) -> None:
 
 def _forged_token(probe: Probe) -> None:
     _, kos_uid, series_url = _network_target(probe)
-    claims = _claims(probe.wire.token) or {"sub": "rpps:10101010101"}
+    claims = token_claims(probe.wire.token) or {"sub": "rpps:10101010101"}
     claims["exp"] = int(time.time()) + 600
     forged = jwt.encode(claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256",
                         headers={"kid": "certify-forged"})
@@ -185,7 +174,7 @@ def _audit(probe: Probe) -> None:
     events = _fhir_events(probe, since)
     access = [e for e in events if _mentions(e, instance)]
     probe.check(bool(access), f"no AuditEvent names the instance {instance} the kit retrieved")
-    rpps = _claims(probe.wire.token).get("rpps")
+    rpps = token_claims(probe.wire.token).get("rpps")
     if access and rpps:
         who = {str(a.get("who", {}).get("identifier", {}).get("value", "")) for e in access for a in e.get("agent", [])}
         probe.check(any(w.endswith(str(rpps)) for w in who), f"the access events do not name practitioner {rpps}")
