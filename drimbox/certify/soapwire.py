@@ -73,9 +73,9 @@ class XdsWire:
                                              lps_homologation_id="CERTIFY"), self.signer)
         self.practitioner = Practitioner(f"8{rpps}", "CERTIFICATION", "Kit")
 
-    def _assertion(self, patient: str) -> etree._Element:
+    def _assertion(self, patient: str, structure_id: str | None = None) -> etree._Element:
         return self.issuer.issue(VihfSubject(self.practitioner, _PROFESSION, _SPECIALTY, patient,
-                                             structure_id=CERT_STRUCTURE_ID))
+                                             structure_id=structure_id or CERT_STRUCTURE_ID))
 
     def _post(self, url: str, content_type: str, body: bytes, title: str) -> RegistryAnswer:
         headers = {"Content-Type": content_type}
@@ -110,9 +110,10 @@ class XdsWire:
                           "ITI-18 FindDocuments")
 
     def provide_and_register(self, url: str, metadata: etree._Element, documents: list[DocumentPart],
-                             patient: str, title: str) -> RegistryAnswer:
-        """ITI-41 (MTOM/XOP) of ``metadata`` and ``documents``."""
-        envelope, attachments = iti41_envelope(url, metadata, documents, assertion=self._assertion(patient))
+                             patient: str, title: str, *, structure_id: str | None = None) -> RegistryAnswer:
+        """ITI-41 (MTOM/XOP) of ``metadata`` and ``documents``, the assertion for ``structure_id``."""
+        envelope, attachments = iti41_envelope(url, metadata, documents,
+                                               assertion=self._assertion(patient, structure_id))
         message = encode_mtom(bytes(etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")), attachments,
                               ACTION.ITI41)
         return self._post(url, message.content_type, message.body, title)
