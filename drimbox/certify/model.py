@@ -41,6 +41,7 @@ class Family(StrEnum):
     DICOMWEB = "dicomweb"
     CROSS = "cross-validation"
     TRUST = "trust"
+    CONSUMER = "consumer"
     PERFORMANCE = "performance"
 
 

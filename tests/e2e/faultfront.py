@@ -69,6 +69,11 @@ FAULTS: dict[str, str] = {
     "ignore-kos-header": "serves the network face straight from the PACS (no manifest scope, no audit)",
     "retrieve-drop-instance": "a RetrieveURL serves one instance less",
     "slow-first-byte": "waits 3 s before answering a series",
+    # the consumer's site face
+    "call-accepts-invalid-traits": "answers 303 to a contextual call whose traits it refused",
+    "call-ignores-consent": "answers 303 to a contextual call without consent",
+    "call-ins-in-location": "puts the INS in the Location of the contextual call's redirect",
+    "portal-without-login": "shows the patient's page without login (with the last user's token)",
 }
 
 _HOP = {"host", "content-length", "connection", "transfer-encoding", "accept-encoding", "content-encoding",
@@ -86,6 +91,7 @@ class _State:
     fault: str | None = None
     feed: str | None = None
     """A trust-list URL the front's network face polls (``--trust-list-feed``)."""
+    last_site_token: str | None = None
     installed: frozenset[str] | None = None
     """Hosts of a list the network face took (only with ``install-unsigned-list``)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -204,8 +210,24 @@ class FaultFront:
     # -- site face ---------------------------------------------------------------------------------
 
     async def _site(self, request: Request) -> Response:
-        reply = await self._forward(self._client(), request, self.up.site + request.url.path)
-        return Response(reply.content, reply.status_code, headers=_headers(reply.headers))
+        fault, path = self.state.fault, request.url.path
+        headers = _headers(request.headers)
+        token = headers.get("authorization") or headers.get("Authorization")
+        if token:
+            self.state.last_site_token = token
+        elif fault == "portal-without-login" and path.startswith("/portal/") and self.state.last_site_token:
+            headers["Authorization"] = self.state.last_site_token
+        body = await request.body()
+        reply = await self._forward(self._client(), request, self.up.site + path, headers)
+        out = _headers(reply.headers)
+        if path == "/contextual-call":
+            refused = {"call-accepts-invalid-traits": 400, "call-ignores-consent": 403}.get(fault or "")
+            if refused == reply.status_code:
+                return Response(b"", 303, headers={"Location": "/portal/patients/accepted-anyway"})
+            if fault == "call-ins-in-location" and reply.status_code == 303:
+                ins = re.search(rb"Patient\.identifier\.value=(\w+)", body)
+                out["location"] += f"?ins={ins.group(1).decode() if ins else ''}"
+        return Response(reply.content, reply.status_code, headers=out)
 
     # -- network face ------------------------------------------------------------------------------
 

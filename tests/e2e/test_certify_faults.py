@@ -48,8 +48,17 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "trust.audit": ("ignore-kos-header", "no AuditEvent records the refused"),
     "trust.registry-list": ("registry-unsigned-list", "not signed"),
     "perf.source.retrieve": ("slow-first-byte", "latency to the first image"),
+    "consumer.contextual-call": ("call-accepts-invalid-traits", "wrong control key answered 303"),
+    "consumer.portal-login": ("portal-without-login", "answered 200 without login"),
 }
-_PROFILES = ("drimm-source", "registry")
+# faults whose scenario is already above, checked too (each fault of the front must fail something)
+MORE: dict[str, tuple[str, str]] = {
+    "call-ignores-consent": ("consumer.contextual-call", "without the patient's consent answered 303"),
+    "call-ins-in-location": ("consumer.contextual-call", "carries the patient's identity"),
+}
+_CASES = sorted([(scenario, fault, words) for scenario, (fault, words) in EXPECTED.items()]
+                + [(scenario, fault, words) for fault, (scenario, words) in MORE.items()])
+_PROFILES = ("drimm-source", "drimm-consumer", "registry")
 _IMAGES = "4"
 
 Certify = Callable[..., Run]
@@ -84,7 +93,7 @@ def kit(net: Net, front: FaultFront, tmp_path_factory: pytest.TempPathFactory) -
 def test_every_scenario_has_a_fault() -> None:
     covered = set(EXPECTED) | set(GENERIC_EXPECTED)
     assert covered == {s.id for s in all_scenarios()}, {s.id for s in all_scenarios()} ^ covered
-    assert {fault for fault, _ in EXPECTED.values()} <= set(FAULTS)
+    assert {fault for _, fault, _ in _CASES} == set(FAULTS)
 
 
 def test_no_fault_every_scenario_passes_through_the_front(kit: Certify, tmp_path: Path) -> None:
@@ -94,9 +103,8 @@ def test_no_fault_every_scenario_passes_through_the_front(kit: Certify, tmp_path
     assert not failed, failed
 
 
-@pytest.mark.parametrize("scenario", sorted(EXPECTED))
-def test_fault_fails_its_scenario(kit: Certify, tmp_path: Path, scenario: str) -> None:
-    fault, words = EXPECTED[scenario]
+@pytest.mark.parametrize(("scenario", "fault", "words"), _CASES)
+def test_fault_fails_its_scenario(kit: Certify, tmp_path: Path, scenario: str, fault: str, words: str) -> None:
     run = kit(tmp_path, fault, scenario)
     case = run.cases[scenario]
     assert case.verdict == "fail", (fault, run.output)

@@ -1,0 +1,94 @@
+"""The consumer's interfaces (profile ``drimm-consumer``): the contextual call of the patient's
+record software (F5) and the portal it leads to (F6).
+
+The contextual call is an HTML form POST of the patient's INS traits: an invalid INS (wrong control
+key) gets a 400 page listing the problem, a call without the patient's consent a 403, a valid call a
+303 to the patient's page whose Location does not carry the INS (URLs end up in logs and browser
+history); that page shows nothing before the user logs in.
+"""
+
+from __future__ import annotations
+
+import secrets
+from urllib.parse import unquote, urlencode, urljoin
+
+from drimbox.certify.model import Family, Profile, Scenario
+from drimbox.certify.probe import Probe
+from drimbox.testdata import make_patient
+from drimbox.testdata.identity import Patient
+
+__all__ = ["SCENARIOS"]
+
+_FORM = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html"}
+
+
+def _form(patient: Patient, **changes: str) -> dict[str, str]:
+    born = patient.birth_date
+    return {"Patient.identifier.value": str(patient.ins), "Patient.identifier.system": f"urn:oid:{patient.ins_oid}",
+            "Patient.name.family": patient.family, "Patient.name.given": patient.given, "Patient.gender": patient.sex,
+            "Patient.birthDate": f"{born[:4]}-{born[4:6]}-{born[6:]}", "Address.district": "75056",
+            "InformationEtConsentement": "true", "PatientID": patient.ipp, "PatientIDIssuer": patient.ipp_issuer,
+            **changes}
+
+
+def _base(probe: Probe) -> str:
+    probe.require(probe.target.base_url is not None, "the consumer's site face is not known (--endpoints)")
+    return str(probe.target.base_url).rstrip("/")
+
+
+def _patient(probe: Probe) -> Patient:
+    patient = make_patient(secrets.randbelow(10**6) + 3_000_000, sex="F", with_ins=True)
+    probe.uses(f"INS traits of a test patient made up by the kit ({patient.ins})")
+    return patient
+
+
+def _post(probe: Probe, patient: Patient, title: str, **changes: str) -> tuple[int, str, str]:
+    reply = probe.wire.request("POST", f"{_base(probe)}/contextual-call", headers=_FORM, auth=False, title=title,
+                               content=urlencode(_form(patient, **changes)).encode())
+    return reply.status, reply.text(), str(reply.headers.get("location", ""))
+
+
+def _bad_key(ins: str) -> str:
+    key = (int(ins[-2:]) + 1) % 100 or 1
+    return f"{ins[:-2]}{key:02d}"
+
+
+def _contextual_call(probe: Probe) -> None:
+    patient = _patient(probe)
+    ins = str(patient.ins)
+    status, body, _ = _post(probe, patient, "contextual call, INS with a wrong control key",
+                            **{"Patient.identifier.value": _bad_key(ins)})
+    probe.check(status == 400, f"an INS with a wrong control key answered {status}, expected 400")
+    probe.check(status != 400 or "Patient.identifier.value" in body or "INS" in body,
+                "the 400 page does not name the INS field it refuses")
+    status, _, _ = _post(probe, patient, "contextual call without consent", InformationEtConsentement="false")
+    probe.check(status == 403, f"a call without the patient's consent answered {status}, expected 403")
+    status, _, location = _post(probe, patient, "valid contextual call")
+    probe.check(status == 303, f"a valid contextual call answered {status}, expected 303")
+    probe.check(bool(location), "the 303 has no Location")
+    probe.check(ins not in unquote(location) and patient.family not in unquote(location),
+                f"the Location {location} carries the patient's identity")
+
+
+def _portal_login(probe: Probe) -> None:
+    patient = _patient(probe)
+    status, _, location = _post(probe, patient, "valid contextual call")
+    probe.require(status == 303 and bool(location), f"the valid contextual call answered {status}")
+    page = urljoin(f"{_base(probe)}/", location)
+    logged = probe.wire.get(page, headers={"Accept": "text/html"}, title="the patient's page, logged in (bearer)")
+    probe.check(logged.status == 200, f"the patient's page answered {logged.status} to a logged-in user")
+    anonymous = probe.wire.get(page, auth=False, headers={"Accept": "text/html"},
+                               title="the patient's page, not logged in")
+    probe.check(anonymous.status in (302, 303, 307, 401), f"the patient's page answered {anonymous.status} "
+                "without login, expected a redirect to the login or 401")
+    probe.check(str(patient.ins) not in anonymous.text() and patient.family not in anonymous.text(),
+                "the patient's page shows the patient's identity before login")
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("consumer.contextual-call", Family.CONSUMER, "Contextual call: 400 listing a bad INS key, 403 without "
+             "consent, 303 without the INS in the Location", frozenset({Profile.CONSUMER}), _contextual_call,
+             reference="DRIM-M appel contextuel (DESIGN F5)"),
+    Scenario("consumer.portal-login", Family.CONSUMER, "The patient's page requires login and shows nothing before",
+             frozenset({Profile.CONSUMER}), _portal_login, reference="DESIGN F6; §2b"),
+)
