@@ -67,7 +67,7 @@ def _no_study_reference(metadata: etree._Element, _: str) -> etree._Element:
         if slot.get("name") == "urn:ihe:iti:xds:2013:referenceIdList":
             for value in list(slot.iter(f"{RIM}Value")):
                 if "studyInstanceUID" in (value.text or ""):
-                    value.getparent().remove(value)  # type: ignore[union-attr]
+                    value.getparent().remove(value)
     return metadata
 
 

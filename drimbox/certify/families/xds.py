@@ -107,8 +107,8 @@ def _iti18_entry(probe: Probe) -> etree._Element:
     probe.require(probe.target.registry_xds is not None, "the registry's ITI-18 endpoint is not known (--registry)")
     patient = kit.study.patient
     rpps = str(token_claims(probe.wire.token).get("rpps") or "10101010101")
-    answer = XdsWire(probe, rpps).find_documents(str(probe.target.registry_xds), patient_cx(patient.ins,
-                                                                                          patient.ins_oid))
+    answer = XdsWire(probe, rpps).find_documents(str(probe.target.registry_xds), patient_cx(str(patient.ins),
+                                                                                          str(patient.ins_oid)))
     probe.require(answer.success, f"ITI-18 FindDocuments answered {answer.status} {answer.errors}")
     uid = str(publication.kos.SOPInstanceUID)
     probe.uses(f"registry entry of KOS {uid} (kit-produced study), ITI-18 FindDocuments (ebRIM)")
@@ -127,7 +127,7 @@ def _iti18_metadata(probe: Probe) -> None:
     probe.check(entry.get("mimeType") == "application/dicom", f"mimeType {entry.get('mimeType')!r}")
     probe.check(entry.get("status", "").endswith(":Approved"), f"status {entry.get('status')!r}, not Approved")
     ids = {e.get("identificationScheme"): str(e.get("value")) for e in entry.findall(f"{RIM}ExternalIdentifier")}
-    probe.check(ids.get(_PATIENT_ID_SCHEME) == patient_cx(patient.ins, patient.ins_oid),
+    probe.check(ids.get(_PATIENT_ID_SCHEME) == patient_cx(str(patient.ins), str(patient.ins_oid)),
                 f"XDSDocumentEntry.patientId {ids.get(_PATIENT_ID_SCHEME)!r} is not the INS in CX form")
     classifications = entry.findall(f"{RIM}Classification")
     for what, scheme in _CODE_SCHEMES.items():
