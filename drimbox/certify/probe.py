@@ -101,6 +101,10 @@ class RunData:
             self.options.data_dir.mkdir(parents=True, exist_ok=True)
             (self.options.data_dir / "kit.json").write_text(json.dumps({**self._kept(), **values}))
 
+    def consumer_token(self) -> str | None:
+        """The token of a user of the consumer's portal (``Target.consumer_tokens``, else the run's)."""
+        return self._once("the consumer's user token", lambda: self.target.consumer_tokens.fetch() or self.wire.token)
+
     def publication(self) -> Publication:
         """The KOS the node published for the kit's study after the kit sent its report over MLLP."""
         def make() -> Publication:

@@ -9,6 +9,7 @@ publication logic judges the registry's replies: the families read the ebRIM the
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -79,8 +80,9 @@ class XdsWire:
 
     def _post(self, url: str, content_type: str, body: bytes, title: str) -> RegistryAnswer:
         headers = {"Content-Type": content_type}
-        with httpx.Client(verify=str(self.probe.target.ca_file) if self.probe.target.ca_file else True,
-                          timeout=60, trust_env=False) as client:
+        ca = self.probe.target.ca_file
+        verify = ssl.create_default_context(cafile=str(ca)) if ca else ssl.create_default_context()
+        with httpx.Client(verify=verify, timeout=60, trust_env=False) as client:
             try:
                 response = client.post(url, content=body, headers=headers)
             except httpx.HTTPError as exc:

@@ -107,6 +107,9 @@ class Target:
     stranger_address: str | None = None
     """A loopback address that is *not* on the trust list (the kit connects from it to be refused)."""
     tokens: TokenSource = field(default_factory=TokenSource)
+    consumer_tokens: TokenSource = field(default_factory=TokenSource)
+    """A token of a user of the consumer's portal, issued to the consumer's own client (its network calls
+    present it to the source, which binds tokens to the presenting node); default: ``tokens``."""
     audit_command: tuple[str, ...] = ()
     """A command printing the node's audit trail as a FHIR Bundle of AuditEvents (``{since}`` substituted)."""
     trust_list_feed: HostPort | None = None
@@ -169,5 +172,7 @@ def target_from_endpoints(path: Path, *, site: str | None, profiles: frozenset[P
         local_address="127.0.0.1",  # the contract's test tool is listed at 127.0.0.1
         stranger_address="127.0.0.9",
         tokens=TokenSource(command=token_command),
+        # A user of this node's portal logs in through the node's own OIDC client (the demo's: the site name).
+        consumer_tokens=TokenSource(command=(*token_command, "--client", str(node["name"])) if token_command else ()),
         audit_command=audit_command,
     )

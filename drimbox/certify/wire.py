@@ -160,9 +160,10 @@ class Wire:
         return self.request("GET", url, **kwargs)  # type: ignore[arg-type]
 
     @contextmanager
-    def stream(self, url: str, *, via: str, headers: Mapping[str, str], title: str) -> Iterator[httpx.Response]:
+    def stream(self, url: str, *, via: str, headers: Mapping[str, str], title: str,
+               token: str | None = None) -> Iterator[httpx.Response]:
         """A streamed GET (big payloads): the evidence keeps the headers, not the body."""
-        sent = {**self.bearer(), **headers}
+        sent = {**self.bearer(token), **headers}
         started = time.perf_counter()
         with self._clients[via].stream("GET", url, headers=sent) as response:
             yield response

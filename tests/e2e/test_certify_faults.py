@@ -50,6 +50,7 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "perf.source.retrieve": ("slow-first-byte", "latency to the first image"),
     "consumer.contextual-call": ("call-accepts-invalid-traits", "wrong control key answered 303"),
     "consumer.portal-login": ("portal-without-login", "answered 200 without login"),
+    "perf.consumer.export": ("export-truncated", "less than the"),
 }
 # faults whose scenario is already above, checked too (each fault of the front must fail something)
 MORE: dict[str, tuple[str, str]] = {
@@ -74,17 +75,18 @@ def front(net: Net, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultF
 def kit(net: Net, front: FaultFront, tmp_path_factory: pytest.TempPathFactory) -> Certify:
     """Run the kit against the front with ``fault`` on; the data is produced on the first run, then kept."""
     data = tmp_path_factory.mktemp("certify-kit-data")
-    token = net.token(client="tool")
+    token, consumer_token = net.token(client="tool"), net.token(client="site-a")  # site A's users: its own client
 
     def run(tmp_path: Path, fault: str | None, *scenarios: str) -> Run:
         feed = f"127.0.0.1:{free_port('127.0.0.1')}"
         front.set(fault, feed=f"http://{feed}/whitelist")
         try:
-            return certify(tmp_path, "--endpoints", str(front.endpoints_file), "--site", "site-a", "--token", token,
+            return certify(tmp_path, "--endpoints", str(front.endpoints_file), "--site", "site-a",
+                           "--token", token, "--consumer-token", consumer_token,
                            *(a for p in _PROFILES for a in ("--profile", p)),
                            *(a for s in scenarios for a in ("--scenario", s)), "--ct-images", _IMAGES,
-                           "--data-dir", str(data), "--viewing-min", "0.01", "--trust-list-feed", feed,
-                           "--trust-list-wait", "10")
+                           "--data-dir", str(data), "--viewing-min", "0.01", "--export-min", "0.01",
+                           "--trust-list-feed", feed, "--trust-list-wait", "10")
         finally:
             front.set(None)
     return run

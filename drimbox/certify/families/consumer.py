@@ -9,7 +9,9 @@ history); that page shows nothing before the user logs in.
 
 from __future__ import annotations
 
+import re
 import secrets
+import time
 from urllib.parse import unquote, urlencode, urljoin
 
 from drimbox.certify.model import Family, Profile, Scenario
@@ -19,6 +21,7 @@ from drimbox.testdata.identity import Patient
 
 __all__ = ["SCENARIOS"]
 
+_STATE = re.compile(r'class="state state-(\w+)"')
 _FORM = {"Content-Type": "application/x-www-form-urlencoded", "Accept": "text/html"}
 
 
@@ -75,7 +78,8 @@ def _portal_login(probe: Probe) -> None:
     status, _, location = _post(probe, patient, "valid contextual call")
     probe.require(status == 303 and bool(location), f"the valid contextual call answered {status}")
     page = urljoin(f"{_base(probe)}/", location)
-    logged = probe.wire.get(page, headers={"Accept": "text/html"}, title="the patient's page, logged in (bearer)")
+    logged = probe.wire.get(page, headers={"Accept": "text/html", **_as_user(probe)}, auth=False,
+                            title="the patient's page, logged in (bearer)")
     probe.check(logged.status == 200, f"the patient's page answered {logged.status} to a logged-in user")
     anonymous = probe.wire.get(page, auth=False, headers={"Accept": "text/html"},
                                title="the patient's page, not logged in")
@@ -85,10 +89,71 @@ def _portal_login(probe: Probe) -> None:
                 "the patient's page shows the patient's identity before login")
 
 
+def _as_user(probe: Probe) -> dict[str, str]:
+    return probe.wire.bearer(probe.data.consumer_token())
+
+
+def _retrieved(probe: Probe, patient: Patient, kos_uid: str) -> None:
+    """Contextual call → the patient's page lists the kit's exam → import it; wait until it is done."""
+    status, _, location = _post(probe, patient, "contextual call for the kit's patient")
+    probe.require(status == 303 and bool(location), f"the contextual call for the kit's patient answered {status}")
+    page = urljoin(f"{_base(probe)}/", location)
+    html = {"Accept": "text/html", **_as_user(probe)}
+    listed = probe.wire.get(page, headers=html, auth=False, title="the kit's patient's page")
+    probe.require(listed.status == 200, f"the patient's page answered {listed.status}")
+    probe.require(f'data-kos="{kos_uid}"' in listed.text(),
+                  f"the patient's page does not list the kit's exam (KOS {kos_uid})")
+    started = probe.wire.request("POST", f"{page}/exams/{kos_uid}/import", headers=html, auth=False,
+                                 title="import the kit's exam")
+    probe.require(started.status == 303, f"the import answered {started.status}, expected 303 to its progress")
+    job = urljoin(f"{_base(probe)}/", str(started.headers.get("location", "")))
+    sink, probe.wire.sink = probe.wire.sink, lambda _: None  # polls are not evidence; the last one is
+    deadline = time.monotonic() + probe.options.publish_timeout_s
+    try:
+        while time.monotonic() < deadline:
+            state = _STATE.search(probe.wire.get(job, headers=html, auth=False).text())
+            if state and state.group(1) in ("done", "incomplete", "failed"):
+                break
+            time.sleep(0.3)
+    finally:
+        probe.wire.sink = sink
+    state = _STATE.search(probe.wire.get(job, headers=html, auth=False, title="the import's progress").text())
+    ended = state.group(1) if state else "without a state"
+    probe.require(ended == "done", f"the import of the kit's exam ended {ended}")
+
+
+def _export(probe: Probe) -> None:
+    publication = probe.data.publication()
+    kit = probe.data.study()
+    kos_uid = str(publication.kos.SOPInstanceUID)
+    probe.uses(f"kit-produced CT of {len(kit.study.files)} JPEG-LS images ({kit.bytes_total / 1e6:.1f} MB), KOS "
+               f"{kos_uid}, imported by the consumer from its source through the portal")
+    _retrieved(probe, kit.study.patient, kos_uid)
+    started = time.perf_counter()
+    total, head = 0, b""
+    with probe.wire.stream(f"{_base(probe)}/api/xdm/export?kos={kos_uid}", via="site", title="timed XDM export",
+                           headers={"Accept": "application/zip"}, token=probe.data.consumer_token()) as response:
+        probe.require(response.status_code == 200, f"the XDM export answered {response.status_code}")
+        for chunk in response.iter_bytes(65536):
+            head = head or chunk[:4]
+            total += len(chunk)
+    elapsed = time.perf_counter() - started
+    probe.check(head == b"PK\x03\x04", f"the export is not a zip (it starts {head!r})")
+    probe.check(total >= kit.bytes_total, f"the export holds {total} bytes, less than the {kit.bytes_total} bytes of "
+                                          "the exam's images")
+    probe.figure("export throughput", total / 1e6 / max(elapsed, 1e-6), "MB/s",
+                 threshold=probe.options.export_min_mb_s)
+    probe.figure("export time", elapsed, "s")
+    probe.figure("export size", total / 1e6, "MB")
+
+
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("consumer.contextual-call", Family.CONSUMER, "Contextual call: 400 listing a bad INS key, 403 without "
              "consent, 303 without the INS in the Location", frozenset({Profile.CONSUMER}), _contextual_call,
              reference="DRIM-M appel contextuel (DESIGN F5)"),
     Scenario("consumer.portal-login", Family.CONSUMER, "The patient's page requires login and shows nothing before",
              frozenset({Profile.CONSUMER}), _portal_login, reference="DESIGN F6; §2b"),
+    Scenario("perf.consumer.export", Family.PERFORMANCE, "Consumer: XDM export of the CT it imported through the "
+             "portal (throughput, timed from outside)", frozenset({Profile.CONSUMER}), _export,
+             reference="ANS informatif/Performances (DRIMBox consommatrice)"),
 )

@@ -37,6 +37,7 @@ def _publication(probe: Probe) -> Publication:
     publication = probe.data.publication()
     probe.uses(f"KOS {publication.kos.SOPInstanceUID} the node published for the kit-produced study "
                f"(read back from the registry)")
+    probe.evidence("data", "the KOS, as the registry returns it", str(publication.kos)[:6000])
     return publication
 
 
