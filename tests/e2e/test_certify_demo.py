@@ -28,7 +28,7 @@ def test_every_scenario_passes_against_the_demo(net: Net, tmp_path: Path, chromi
         run = certify(tmp_path, "--endpoints", str(net.workdir / "endpoints.json"), "--site", "site-a",
                       *(a for p in profiles for a in ("--profile", p)), "--token", net.token(client="tool"),
                       "--consumer-token", net.token(client="site-a"),
-                      "--ct-images", "12", "--trust-list-feed", feed, "--trust-list-wait", "20")
+                      "--ct-images", "12", "--export-min", "1", "--trust-list-feed", feed, "--trust-list-wait", "20")
     finally:
         net.network.kill_node("site-a")
         net.network.restart_node("site-a")
