@@ -51,6 +51,8 @@ def certify(
     token: Annotated[str | None, typer.Option(help="A practitioner's bearer token.", envvar="DRIMBOX_CERTIFY_TOKEN")]
     = None,
     token_command: Annotated[str | None, typer.Option(help="A command printing a bearer token.")] = None,
+    consumer_token: Annotated[str | None, typer.Option(help="A token of a user of the consumer's portal, issued to "
+                                                       "the consumer's own OIDC client (default: --token).")] = None,
     ca: Annotated[Path | None, typer.Option(help="CA bundle of the target's TLS certificates.")] = None,
     client_cert: Annotated[Path | None, typer.Option(help="Client certificate for the network face.")] = None,
     client_key: Annotated[Path | None, typer.Option(help="Its private key.")] = None,
@@ -82,6 +84,10 @@ def certify(
     overrides: dict[str, object] = {}
     if token or token_command:
         overrides["tokens"] = TokenSource(token=token, command=tuple(shlex.split(token_command or "")))
+    if consumer_token:
+        overrides["consumer_tokens"] = TokenSource(token=consumer_token)
+    elif token or token_command:
+        overrides["consumer_tokens"] = overrides["tokens"]
     for key, value in (("ca_file", ca), ("client_cert", client_cert), ("client_key", client_key)):
         if value is not None:
             overrides[key] = value
