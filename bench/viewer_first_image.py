@@ -15,8 +15,11 @@ node's own cache is whatever earlier runs left, so run 1 is the cold one when th
 viewed. "Drawn" means every ``canvas.cornerstone-canvas`` counted has enough bright pixels (the
 markers), polled every 50 ms. Screenshots of each run go to ``--out`` (default: a temp directory).
 
-Not a test: it only prints. At site B, a remote study is viewable only once a user opened it (contextual
-call); use ``--study`` with such a study and ``--site site-b`` to time the remote (streamed) path.
+Not a test: it only prints. ``--contextual-call`` times the consumer's whole path instead (issue 6,
+F5 → F9): each run posts the contextual call for the demo's screened patient to ``--site`` (default
+then ``site-b``) as the practitioner's software does (an auto-submitted form), follows it to the patient
+page (the bearer token of a site B user stands for the login), opens the newest exam in the viewer and
+waits for the four views — streamed from site A through site B's ``/dicom-web`` — timed from the POST.
 """
 
 from __future__ import annotations
@@ -32,17 +35,33 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the harness lives in tests/browser
 
-from tests.browser.harness import launch_chromium, new_viewer_context, open_viewer  # noqa: E402
+from drimbox.testdata import make_patient  # noqa: E402
+from tests.browser.harness import launch_chromium, new_viewer_context, open_viewer, wait_for_images  # noqa: E402
+from tests.e2e.test_viewer_acceptance import _contextual_call_page  # noqa: E402
+from tests.e2e.test_web_pages import _form  # noqa: E402
 
 
-def _token(endpoints: dict[str, object]) -> str:
+def _token(endpoints: dict[str, object], *extra: str) -> str:
     command = endpoints["token_command"]
     assert isinstance(command, list)
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run([*command, *extra], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _contextual_call_run(page: Page, base_url: str, screenshot: Path) -> tuple[float, float]:
+    """Contextual call → patient page → newest exam in the viewer → four views drawn (seconds from the POST)."""
+    started = time.monotonic()
+    page.set_content(_contextual_call_page(f"{base_url}/contextual-call",
+                                           _form(make_patient(1, sex="F", with_ins=True))))
+    page.wait_for_url(f"{base_url}/portal/patients/**", timeout=60000)
+    page.locator("[data-kos]").first.locator("a.view").click()
+    page.wait_for_url("**/viewer?**", timeout=60000)
+    timing = wait_for_images(page, viewports=4, started=started, timeout_s=120)
+    page.screenshot(path=str(screenshot))
+    return timing.first_image_s, timing.all_images_s
 
 
 def _newest_mg(dicomweb: str, token: str) -> str:
@@ -58,20 +77,26 @@ def _newest_mg(dicomweb: str, token: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True, help="the demo's --workdir (endpoints.json)")
-    parser.add_argument("--site", default="site-a")
+    parser.add_argument("--site", default=None, help="default: site-a, or site-b with --contextual-call")
+    parser.add_argument("--contextual-call", action="store_true",
+                        help="time the consumer's path: contextual call to first image of a remote study")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--study", help="Study Instance UID (default: the newest MG on the site)")
     parser.add_argument("--out", type=Path, default=None, help="where screenshots go")
     args = parser.parse_args()
 
     endpoints = json.loads((args.workdir / "endpoints.json").read_text())
-    node = next(n for n in endpoints["nodes"] if n["name"] == args.site)
-    token = _token(endpoints)
-    study = args.study or _newest_mg(node["dicomweb"], token)
-    base = node.get("viewer") or node["base_url"] + "/"
-    url = urljoin(base, f"viewer?StudyInstanceUIDs={study}&hangingProtocolId=@ohif/hpMammo")
+    site = args.site or ("site-b" if args.contextual_call else "site-a")
+    node = next(n for n in endpoints["nodes"] if n["name"] == site)
+    token = _token(endpoints, "--client", site)  # a user of that site (what it forwards to sources)
+    if args.contextual_call:
+        url = f"{node['base_url']}/contextual-call"
+    else:
+        study = args.study or _newest_mg(node["dicomweb"], token)
+        base = node.get("viewer") or node["base_url"] + "/"
+        url = urljoin(base, f"viewer?StudyInstanceUIDs={study}&hangingProtocolId=@ohif/hpMammo")
     out = args.out or Path(tempfile.mkdtemp(prefix="viewer-bench-"))
-    print(f"{args.site}: {url}")
+    print(f"{site}: {url}")
     firsts, alls = [], []
     with sync_playwright() as playwright:
         browser = launch_chromium(playwright)
@@ -81,12 +106,17 @@ def main() -> None:
                 context.set_extra_http_headers({"Authorization": f"Bearer {token}"})
                 try:
                     page = context.new_page()
-                    timing = open_viewer(page, url, viewports=4, screenshot=out / f"run-{run}.png", timeout_s=120)
+                    if args.contextual_call:
+                        first, every = _contextual_call_run(page, node["base_url"], out / f"run-{run}.png")
+                    else:
+                        timing = open_viewer(page, url, viewports=4, screenshot=out / f"run-{run}.png",
+                                             timeout_s=120)
+                        first, every = timing.first_image_s, timing.all_images_s
                 finally:
                     context.close()
-                firsts.append(timing.first_image_s)
-                alls.append(timing.all_images_s)
-                print(f"run {run}: first image {timing.first_image_s:.2f} s, all four {timing.all_images_s:.2f} s")
+                firsts.append(first)
+                alls.append(every)
+                print(f"run {run}: first image {first:.2f} s, all four {every:.2f} s")
                 time.sleep(0.5)
         finally:
             browser.close()

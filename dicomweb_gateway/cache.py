@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -52,11 +52,16 @@ class CachingStore:
         The PACS bridge or remote node; searches and stores always go there (it is the truth).
     revalidate_after_s
         Age after which a completeness record is checked against the upstream's instance list.
+    on_lookup
+        Called with ``True`` when a retrieve is served from the cache, ``False`` when it goes
+        upstream (the node's cache hit rate).
     """
 
     def __init__(
-        self, cache: FileStore, upstream: DicomStore, *, revalidate_after_s: float = 3600.0, settle_s: float = 60.0
+        self, cache: FileStore, upstream: DicomStore, *, revalidate_after_s: float = 3600.0, settle_s: float = 60.0,
+        on_lookup: Callable[[bool], None] | None = None,
     ) -> None:
+        self.on_lookup = on_lookup
         self.cache = cache
         self.upstream = upstream
         self.revalidate_after_s = revalidate_after_s
@@ -113,13 +118,20 @@ class CachingStore:
         """From the cache when complete there, else from the upstream, teeing into the cache."""
         if self.is_complete(target):
             if target.sop_instance_uid is not None:
+                self._looked_up(True)
                 return self.cache.retrieve(target)
             record = self.cache.completeness(target)
             members = set(record[1]) if record else set()
             found = [i for i in self.cache.instances(target) if i.sop_instance_uid in members]
             if found:
+                self._looked_up(True)
                 return self.cache.serve(target.study_uid, found)
+        self._looked_up(False)
         return self._tee(target)
+
+    def _looked_up(self, hit: bool) -> None:
+        if self.on_lookup is not None:
+            self.on_lookup(hit)
 
     def _tee(self, target: RetrieveTarget) -> Iterator[InstanceFile]:
         received: list[InstanceFile] = []

@@ -30,7 +30,7 @@ from drimbox.trust.login import LOGIN_PATHS
 
 __all__ = ["PUBLIC_PATHS", "PacsProbe", "create_network_app", "create_site_app"]
 
-PUBLIC_PATHS = frozenset({"/healthz", "/contextual-call", "/web/static/drimbox.css"}) | LOGIN_PATHS
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/contextual-call", "/web/static/drimbox.css"}) | LOGIN_PATHS
 """Paths that answer without authentication; none shows patient data."""
 
 
@@ -130,13 +130,17 @@ def create_site_app(
 def create_network_app(
     *, node_name: str, verifier: TokenVerifier | None, extra_routers: tuple[APIRouter, ...] = (),
     limits: HttpLimits | None = None, peer_check: Callable[..., None] | None = None,
+    public_routers: tuple[APIRouter, ...] = (),
 ) -> FastAPI:
     """The network-facing app (mutual TLS is enforced by the server that runs it).
 
-    ``peer_check`` (the trust list's inbound check) runs on every route but liveness, before the token.
+    ``peer_check`` (the trust list's inbound check) runs on every route but liveness and the
+    ``public_routers`` (readiness: no data), before the token.
     """
     app = _new_app(f"DRIM-M node {node_name} (network)", verifier, limits)
     app.include_router(_health_router(node_name))
+    for router in public_routers:
+        app.include_router(router)
     for router in (_identity_router(), *extra_routers):
         if peer_check is None:
             include_protected(app, router)

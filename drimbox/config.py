@@ -27,12 +27,16 @@ __all__ = [
     "LocalAE",
     "NodeSettings",
     "OidcSettings",
+    "OperationsSettings",
+    "PeerLimitSettings",
     "PeerSettings",
     "RetrieveSettings",
     "ViewerSettings",
     "PublishSettings",
     "RegistryClientSettings",
     "RemoteAE",
+    "ScreeningReader",
+    "ScreeningSettings",
     "StorageSettings",
     "TlsSettings",
     "TrustListSettings",
@@ -76,8 +80,11 @@ class LocalAE(_Strict):
     """The node's own DIMSE service (SCU calling AE title and the SCP's listening address)."""
 
     aet: AETitle = "DRIMBOX"
+    """The node's AE title (calling AE of its SCU, called AE of its SCP)."""
     host: str = "127.0.0.1"
+    """Address the SCP listens on."""
     port: Port = 11112
+    """Port the SCP listens on (declare it in the PACS for C-MOVE)."""
 
 
 class DimseSettings(_Strict):
@@ -393,6 +400,37 @@ class ViewerSettings(_Strict):
     """Default language of the node's pages (a user may switch)."""
 
 
+class ScreeningReader(_Strict):
+    """A second reader (L2) of the screening programme and the node they read on."""
+
+    rpps: Annotated[str, Field(pattern=r"^[0-9]{11}$")]
+    node: Annotated[str, Field(pattern=r"^https://")]
+    """Base URL of the reader's node network face (mutual TLS), e.g. ``https://site-b:8443``."""
+    name: str = ""
+
+
+class ScreeningSettings(_Strict):
+    """Organised breast-cancer screening second reads over the network (``drimbox.screening``).
+
+    A PILOT UNDER DEROGATION: the arrêté of 16 January 2024 allows dematerialised second reading only as
+    an experiment, so the feature is off unless a programme switches it on (``enabled``).
+    """
+
+    enabled: bool = False
+    """Switch the pilot on (worklist, API, pages, node-to-node messages)."""
+    programme: bool = False
+    """This node plays the programme's role (CRCDC): it takes requests, assigns them, keeps the dashboard."""
+    programme_url: str | None = None
+    """Network face of the programme's node (readers and L1 sites send status and results there);
+    default, on the programme's own node: its ``http.public_network_url``."""
+    readers: tuple[ScreeningReader, ...] = ()
+    """Programme role: the programme's L2 readers (``[[screening.readers]]``: rpps, node, name)."""
+    max_priors: Annotated[int, Field(ge=0, le=10)] = 2
+    """Prior screening exams prefetched for the reader (most recent first)."""
+    label: str = "Pilote sous dérogation (arrêté du 16 janvier 2024) — seconde lecture dématérialisée"
+    """Shown on every screening page and API answer: this is an experiment under derogation."""
+
+
 _GiB = 1024**3
 
 
@@ -425,6 +463,43 @@ class DicomwebSettings(_Strict):
     """Site face DICOMweb root as clients see it (for RetrieveURL/BulkDataURI); derived per request if unset."""
 
 
+class OperationsSettings(_Strict):
+    """Readiness, monitoring, usage KPIs and shutdown of the node process (``drimbox.ops``)."""
+
+    outbox_stuck_s: Annotated[float, Field(gt=0)] = 3600.0
+    """``/readyz`` fails when a publication job has been due this long without a worker taking it, or
+    an in-flight job has made no progress for longer than its lease."""
+    readiness_cache_s: Annotated[float, Field(ge=0, le=300)] = 5.0
+    """How long a readiness answer is reused (a probe polling every second does not C-ECHO the PACS each time)."""
+    probe_timeout_s: Annotated[float, Field(gt=0, le=60)] = 3.0
+    """Longest wait of one readiness check (C-ECHO, registry request)."""
+    trust_list_max_age_s: Annotated[float | None, Field(gt=0)] = None
+    """The trust list is stale when no fetch has succeeded for this long; default twice ``trust_list.refresh_s``."""
+    certificate_warning_days: Annotated[float, Field(ge=0, le=365)] = 30.0
+    """A certificate expiring within this many days is logged as a warning (expired: ``/readyz`` fails)."""
+    kpi_dir: Path | None = None
+    """Where the daily usage KPI files go; default ``<data_dir>/kpi``."""
+    shutdown_grace_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    """On SIGTERM, how long HTTP requests in progress (retrievals) may take to finish before they are cut."""
+
+
+class PeerLimitSettings(_Strict):
+    """Caps per peer node, on the network face (inbound) and on the consumer's retrievals (outbound)."""
+
+    max_concurrent_requests: Annotated[int, Field(ge=0, le=10_000)] = 32
+    """Requests one peer may have in progress on the network face (0 = unlimited); beyond: 429."""
+    max_total_requests: Annotated[int, Field(ge=0, le=100_000)] = 128
+    """Requests in progress on the network face from all peers together (0 = unlimited); beyond: 503."""
+    max_bytes_per_s: Annotated[int, Field(ge=0)] = 0
+    """Bandwidth served to one peer (bytes/s, 0 = unlimited): responses are paced, never cut."""
+    retry_after_s: Annotated[int, Field(ge=1, le=3600)] = 2
+    """``Retry-After`` of a 429/503 refusal."""
+    outbound_max_concurrent: Annotated[int, Field(ge=0, le=1000)] = 8
+    """Requests the consumer side sends to one source node at once, all retrievals together (0 = unlimited)."""
+    outbound_max_bytes_per_s: Annotated[int, Field(ge=0)] = 0
+    """Bandwidth the consumer side takes from one source node (bytes/s, 0 = unlimited)."""
+
+
 class NodeSettings(BaseSettings):
     """All settings of one node (one site)."""
 
@@ -433,6 +508,7 @@ class NodeSettings(BaseSettings):
     )
 
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")] = "site"
+    """The node's name (logs, audit, metrics, KPI files; the default document source OID derives from it)."""
     local: LocalAE = LocalAE()
     pacs: RemoteAE
     dimse: DimseSettings = DimseSettings()
@@ -449,10 +525,14 @@ class NodeSettings(BaseSettings):
     trust_list: TrustListSettings = TrustListSettings()
     retrieve: RetrieveSettings = RetrieveSettings()
     viewer: ViewerSettings = ViewerSettings()
+    screening: ScreeningSettings = ScreeningSettings()
+    operations: OperationsSettings = OperationsSettings()
+    peer_limits: PeerLimitSettings = PeerLimitSettings()
     workstations: tuple[RemoteAE, ...] = ()
     """The site's own DICOM workstations and PACS that may query the node and be C-MOVE destinations
     (``[[workstations]]`` tables: aet, host, port); a C-MOVE to an AE not listed is refused."""
     log_format: Literal["console", "json"] = "console"
+    """``json``: one JSON object per log line (structlog), with ``request_id`` — for log collectors."""
 
     @field_validator("pacs", mode="before")
     @classmethod

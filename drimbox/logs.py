@@ -18,8 +18,11 @@ def configure_logging(fmt: Literal["console", "json"] = "console", level: int = 
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # Plain tracebacks: the default (rich, with every frame's locals) can take minutes on the large
+    # objects of a cancelled request — seen as a node that would not exit after SIGTERM.
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -28,7 +31,11 @@ def configure_logging(fmt: Literal["console", "json"] = "console", level: int = 
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processor=renderer))
+    # JSON lines carry tracebacks as structured data (one line per event, whatever happened).
+    tracebacks: list[structlog.types.Processor] = [structlog.processors.dict_tracebacks] if fmt == "json" else []
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tracebacks, renderer]))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -8,19 +8,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import ssl
+import time
 from collections.abc import Callable, Iterator
 
 import structlog
 import uvicorn
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from dicomweb_gateway import CachingStore
 from drimbox.app import create_network_app, create_site_app
 from drimbox.config import NodeSettings
 from drimbox.errors import ConfigError
 from drimbox.hl7 import MllpListener
+from drimbox.metrics import NodeMetrics
+from drimbox.ops.dimse import ScpAssociationMeter
+from drimbox.ops.peer_limits import OutboundLimiter
+from drimbox.ops.wiring import NodeOperations
 from drimbox.pacs import MoveMediator, NodeScp, PacsClient
 from drimbox.pacs.commitment import CommitmentRegistry
 from drimbox.publish.iocm import RejectionWatcher
@@ -36,6 +42,7 @@ from drimbox.retrieve.transfer import StudyRetriever
 from drimbox.retrieve.viewing import RemoteNodeStore, RemoteStudies, SiteStore
 from drimbox.retrieve.xdm import XdmOrigin
 from drimbox.retrieve.xdm_api import xdm_router
+from drimbox.screening import screening_for_node
 from drimbox.stores import build_dicomweb, network_dicomweb_router, prefetch_router, site_dicomweb_router
 from drimbox.trust import TokenVerifier
 from drimbox.trust.audit import AuditStore
@@ -104,17 +111,22 @@ class Node:
 
     def __init__(self, settings: NodeSettings) -> None:
         self.settings = settings
+        # Issue 10: this node's own metrics registry, given to every part that counts.
+        self.metrics = NodeMetrics()
         self.verifier = build_verifier(settings)
         self.mediator = MoveMediator(quarantine_dir=settings.storage.quarantine_dir,
                                      straggler_timeout_s=settings.dimse.move_quarantine_s)
         self.pacs = PacsClient(local=settings.local, remote=settings.pacs, dimse=settings.dimse,
-                               mediator=self.mediator)
+                               mediator=self.mediator, on_association=self.metrics.scu_association)
         label = f"{settings.pacs.aet}@{settings.pacs.host}:{settings.pacs.port}"
         # Hash-chained, with checkpoints signed by the node's key (tls.key_file) kept outside the database.
         self.audit = AuditStore.for_node(settings)
         self.dicomweb = build_dicomweb(settings, mediator=self.mediator)
+        self.dicomweb.store.on_lookup = self.metrics.cache_lookup
         # F1/F3: the MLLP listener ACKs a report once the outbox has committed its job.
-        self.publication = PublicationService(settings, self.pacs, node_kos_factory(settings))
+        self.publication = PublicationService(
+            settings, self.pacs, node_kos_factory(settings),
+            on_done=lambda job: self.metrics.publication_latency.observe(max(0.0, time.time() - job.created)))
         self.hl7 = MllpListener(settings.hl7, self.publication.accept)
         # F4: IOCM rejection notes C-STOREd by the PACS land in quarantine; they become rejection jobs.
         self.iocm = RejectionWatcher(settings.storage.quarantine_dir, settings.storage.data_dir / "iocm",
@@ -126,7 +138,8 @@ class Node:
             if isinstance(self.peer_policy, TrustListPolicy) else None
         self.peer_client = network_client(settings) if settings.tls.cert_file is not None else None
         self.remote_studies = RemoteStudies()
-        self.retriever = StudyRetriever(settings, self.peer_policy, self.peer_client) \
+        self.retriever = StudyRetriever(settings, self.peer_policy, self.peer_client, meter=self.metrics,
+                                        limiter=OutboundLimiter(settings.peer_limits)) \
             if self.peer_client is not None else None
         self.directory = _directory(settings)
         work_dir = default_work_dir(settings.storage.data_dir, settings.retrieve.work_dir)
@@ -156,17 +169,20 @@ class Node:
             verifier=self.verifier, directory=self.directory, retriever=self.retriever,
             ins_oids=settings.retrieve.ins_oids, timezone=settings.publish.timezone)
         self.scp = NodeScp(local=settings.local, dimse=settings.dimse, storage=settings.storage,
-                           mediator=self.mediator, services=[self.dimse_face, self.commitments])
+                           mediator=self.mediator,
+                           services=[self.dimse_face, self.commitments, ScpAssociationMeter(self.metrics)])
         site_store = self.dicomweb.store
+        self.remote_store: RemoteNodeStore | None = None
         if self.peer_client is not None:
             # The viewer's /dicom-web serves opened remote studies from their source, through the same cache.
             remote = RemoteNodeStore(self.remote_studies, self.peer_client, self.peer_policy,
                                      self.dicomweb.spool.root / "remote")
+            self.remote_store = remote
             site_store = CachingStore(self.dicomweb.cache,
                                       SiteStore(self.dicomweb.upstream, remote, self.remote_studies),
                                       revalidate_after_s=settings.dicomweb.cache_revalidate_s)
         origin = XdmOrigin.from_settings(settings)
-        site_routers = (site_dicomweb_router(site_store, self.dicomweb.site_settings),
+        site_routers: tuple[APIRouter, ...] = (site_dicomweb_router(site_store, self.dicomweb.site_settings),
                         prefetch_router(self.dicomweb.prefetch),
                         xdm_router(origin=origin, work_dir=work_dir, importer=self.importer,
                                    spool_dir=self.dicomweb.spool.root / "xdm", audit=self.audit))
@@ -191,18 +207,36 @@ class Node:
         self.grants = KosGrants.at(settings.storage.data_dir, self.audit)
         manifests = ManifestIndex(self.publication.outbox)
         scope = kos_scope_dependency(manifests, self.audit, self.grants)
-        network_routers = (network_dicomweb_router(ScopedAuditStore(self.dicomweb.store, self.audit),
-                                                   self.dicomweb.network_settings, kos_scope=scope),
-                           grants_router(self.grants, lambda kos_uid: manifests.scope(kos_uid) is not None))
+        network_store = ScopedAuditStore(self.dicomweb.store, self.audit, on_served=self.metrics.instance_served)
+        network_routers: tuple[APIRouter, ...] = (
+            network_dicomweb_router(network_store, self.dicomweb.network_settings, kos_scope=scope),
+            grants_router(self.grants, lambda kos_uid: manifests.scope(kos_uid) is not None))
+        # Screening second reads (a pilot under derogation, [screening] enabled): API, pages, node messages.
+        self.screening = screening_for_node(
+            settings, audit=self.audit, directory=self.directory, remote_store=self.remote_store,
+            remote_studies=self.remote_studies, site_store=site_store if self.remote_store is not None else None,
+            client=self.peer_client, policy=self.peer_policy, grants=self.grants,
+            node_credential=self.node_credential, published=published_study_lookup(self.publication.outbox))
+        if self.screening is not None:
+            site_routers = (*site_routers, self.screening.site)
+            page_routers.append(self.screening.pages)
+            network_routers = (*network_routers, self.screening.network)
+        # Issue 10: /readyz (public, both faces), /metrics (site face, authenticated), KPIs, caps, request ids.
+        self.ops = NodeOperations(
+            settings, self.metrics, pacs=self.pacs, outbox=self.publication.outbox,
+            trust_list=self.peer_policy if isinstance(self.peer_policy, TrustListPolicy) else None,
+            refresher=self.trust_list_refresher)
+        public_routers.append(self.ops.readiness_router)
         self.site_app = create_site_app(node_name=settings.name, verifier=self.verifier, pacs=self.pacs,
-                                        pacs_label=label, extra_routers=site_routers,
+                                        pacs_label=label, extra_routers=(*site_routers, self.ops.metrics_router),
                                         public_routers=tuple(public_routers), page_routers=tuple(page_routers),
                                         mount=_viewer_mount(settings))
         self.site_app.state.session_store = self.sessions
         peer_check = inbound_peer_check(self.peer_policy, self.audit) \
             if isinstance(self.peer_policy, TrustListPolicy) else None
         self.network_app = create_network_app(node_name=settings.name, verifier=self.verifier,
-                                              extra_routers=network_routers, peer_check=peer_check)
+                                              extra_routers=network_routers, peer_check=peer_check,
+                                              public_routers=(self.ops.readiness_router,))
         # DESIGN §2b: a token is accepted on the network face only from the node its client belongs to.
         self.network_app.state.principal_binding = NetworkBinding(
             settings.peers.clients, required=settings.auth.node_bound_tokens,
@@ -210,6 +244,8 @@ class Node:
             else lambda host: (host,))
         for app in (self.site_app, self.network_app):
             app.state.audit = self.audit  # refused authentications are audited (auth.refused)
+        self.ops.instrument(self.site_app, "site")
+        self.ops.instrument(self.network_app, "network")
 
     def start(self) -> None:
         """Start the DIMSE SCP."""
@@ -222,6 +258,9 @@ class Node:
         self.iocm.start()
         self.hl7.start()
         self.retention.start(3600.0)
+        if self.import_jobs is not None:
+            self.import_jobs.resume_interrupted()  # granted jobs go on with the node's credential
+        self.ops.start()
 
     def stop(self) -> None:
         """Stop taking reports and associations, settle publications, release the PACS and DICOMweb backends."""
@@ -246,8 +285,11 @@ class Node:
         if self.relying_party is not None:
             self.relying_party.close()
         self.sessions.close()
+        if self.screening is not None:
+            self.screening.service.close()
         self.grants.close()
         self.dicomweb.close()
+        self.ops.close()
         self.audit.close()
 
 
@@ -268,13 +310,19 @@ def _network_server_config(node: Node) -> uvicorn.Config | None:
         node.network_app, host=node.settings.http.network_host, port=node.settings.http.network_port,
         ssl_certfile=str(tls.cert_file), ssl_keyfile=str(tls.key_file), ssl_ca_certs=str(tls.ca_file),
         ssl_cert_reqs=ssl.CERT_REQUIRED, log_config=None, access_log=False, lifespan="off",
+        timeout_graceful_shutdown=_grace(node),
     )
+
+
+def _grace(node: Node) -> int:
+    """uvicorn's drain time: requests in progress (retrievals) finish within it or are cut (0: at once)."""
+    return math.ceil(node.settings.operations.shutdown_grace_s)
 
 
 async def _serve(node: Node) -> None:
     http = node.settings.http
     configs = [uvicorn.Config(node.site_app, host=http.host, port=http.port, log_config=None,
-                              access_log=False, lifespan="off")]
+                              access_log=False, lifespan="off", timeout_graceful_shutdown=_grace(node))]
     network = _network_server_config(node)
     if network is not None:
         configs.append(network)
@@ -282,12 +330,29 @@ async def _serve(node: Node) -> None:
     loop = asyncio.get_running_loop()
 
     def request_exit() -> None:
+        if any(server.should_exit for server in servers):
+            for server in servers:  # a second signal: stop waiting for requests in progress
+                server.force_exit = True
+            return
+        log.info("stopping: no new associations or reports; requests in progress may finish",
+                 node=node.settings.name, grace_s=node.settings.operations.shutdown_grace_s)
+        # Graceful shutdown (issue 10): the SCP and the MLLP listener stop accepting first, then the
+        # HTTP servers stop accepting and drain (cut after the grace); node.stop() settles the rest.
+        intake_stopped.append(loop.run_in_executor(None, _stop_intake, node))  # off the loop: HTTP keeps serving
         for server in servers:
             server.should_exit = True
 
+    intake_stopped: list[asyncio.Future[None]] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, request_exit)
     await asyncio.gather(*(s.serve() for s in servers))
+    await asyncio.gather(*intake_stopped)
+
+
+def _stop_intake(node: Node) -> None:
+    """Stop taking associations and reports (the SCP stops accepting before the process exits)."""
+    node.scp.stop()
+    node.hl7.stop()
 
 
 def run_node(settings: NodeSettings) -> None:

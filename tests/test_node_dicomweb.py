@@ -182,6 +182,7 @@ def _node_settings(
         auth={"issuer": ISSUER, "public_key_file": str(idp_public)},
         storage={"data_dir": str(tmp_path / "node-data")},
         dicomweb={"backend": backend, "retry_after_s": 13},
+        peers={"clients": {"127.0.0.1": ["peer"]}},  # the peer below: its tokens are bound to it
     )
 
 
@@ -196,7 +197,8 @@ def _start(settings: NodeSettings, idp: tuple[ec.EllipticCurvePrivateKey, Path],
     client_cert = test_ca.issue(f"peer-{tmp_path.name}"[:60], hosts=["127.0.0.1"], server=False)
     context = ssl.create_default_context(cafile=str(test_ca.cert_path))
     context.load_cert_chain(str(client_cert.cert_path), str(client_cert.key_path))
-    token = mint_token(idp[0], issuer=ISSUER, audience="drimbox", subject="rpps:10101010101", rpps="10101010101")
+    token = mint_token(idp[0], issuer=ISSUER, audience="drimbox", subject="rpps:10101010101", rpps="10101010101",
+                       client_id="peer")
     try:
         yield RunningNode(node, f"http://{NODE_HOST}:{http.port}", f"https://{NODE_HOST}:{http.network_port}",
                           token, context)  # fmt: skip

@@ -14,6 +14,7 @@ from drimbox.cli import audit, certify, fetch, node, pacs, prefetch, publish, xd
 from drimbox.cli.common import err_console
 from drimbox.cli.demo import demo
 from drimbox.cli.registry import registry_app
+from drimbox.cli.screening import screening_app
 from drimbox.cli.tokens import dev_token
 from drimbox.errors import DrimboxError
 
@@ -30,6 +31,7 @@ audit.register(app)
 certify.register(app)
 app.add_typer(pacs.pacs_app, name="pacs")
 app.add_typer(registry_app, name="registry")
+app.add_typer(screening_app, name="screening")
 app.command("demo")(demo)
 app.command("dev-token")(dev_token)
 

@@ -51,6 +51,9 @@ def demo(
                 f"DIMSE {dimse['aet']}@{dimse['host']}:{dimse['port']}  "
                 f"PACS {pacs['aet']}@{pacs['host']}:{pacs['port']} {pacs['rest']}", soft_wrap=True)
         out_console.print(f"token     {' '.join(endpoints['token_command'])}", soft_wrap=True)
+        site_a, site_b = (n["base_url"] for n in endpoints["nodes"][:2])
+        out_console.print(f"screening (pilot) programme {site_a}/screening/programme  "
+                          f"L2 worklist {site_b}/screening/worklist (RPPS 20202020202)", soft_wrap=True)
         out_console.print(f"ready: {network.workdir / 'endpoints.json'} (Ctrl-C stops everything)", soft_wrap=True)
         threading.Event().wait()
     except KeyboardInterrupt:

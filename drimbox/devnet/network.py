@@ -309,9 +309,20 @@ class DemoNetwork:
             "retrieve": {"identity_rule": "local", "local_issuer": f"DEMO-{site.name.upper()}",
                          "ins_oids": [INS_NIR_OID, INS_NIR_TEST_OID]},
         }
+        settings["screening"] = self._screening_settings(site)
         path = site_dir / "node.toml"
         path.write_text(tomli_w.dumps(settings))
         return path
+
+    def _screening_settings(self, site: SitePlan) -> dict[str, Any]:
+        """Screening second reads (pilot): site A also plays the programme (CRCDC) with one reader per site
+        (the demo's practitioners in order: RPPS 10101010101 reads at site A, 20202020202 at site B)."""
+        programme = self.sites[0]
+        if site.name != programme.name:
+            return {"enabled": True, "programme_url": programme.network_url}
+        readers = [{"rpps": rpps, "node": s.network_url, "name": name}
+                   for (rpps, name, _, _), s in zip(DEMO_ACCOUNTS, self.sites, strict=False)]
+        return {"enabled": True, "programme": True, "readers": readers}
 
     def _wait_ready(self, urls: list[str] | None = None) -> None:
         """Wait until every URL (default: the registry's and every node's ``/healthz``) answers 200."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +74,12 @@ def _on_pdu_recv(event: Event, probe: _Probe) -> None:
         probe.rejection = f"{pdu.reason_str} ({pdu.result_str}, source: {pdu.source_str})"
 
 
+_FAILURE_NAMES: dict[type[Exception], str] = {
+    PacsUnreachable: "unreachable", AssociationRejected: "rejected", PacsTimeout: "timeout",
+    AssociationAborted: "aborted", NoAcceptableContext: "no-context",
+}
+
+
 class Connector:
     """Opens associations from the node's AE title to one remote AE (thread-safe).
 
@@ -83,12 +89,17 @@ class Connector:
         Calling AE title (and source address), the peer, and timeouts / PDU size.
     tune:
         Applied to each new socket before the A-ASSOCIATE-RQ (default: ``TCP_NODELAY``).
+    on_association:
+        Called with ``established`` or the failure (``unreachable``, ``rejected``, ``timeout``,
+        ``aborted``, ``no-context``) of each association request (the node's metrics).
     """
 
     def __init__(
-        self, local: LocalAE, remote: RemoteAE, dimse: DimseSettings, *, tune: SocketTuner = tune_socket
+        self, local: LocalAE, remote: RemoteAE, dimse: DimseSettings, *, tune: SocketTuner = tune_socket,
+        on_association: Callable[[str], None] | None = None,
     ) -> None:
         configure_pynetdicom()
+        self._on_association = on_association
         self.local = local
         self.remote = remote
         self.dimse = dimse
@@ -151,11 +162,19 @@ class Connector:
                 evt_handlers=handlers,
             )
         except (socket.gaierror, OSError) as exc:
+            self._observed("unreachable")
             raise PacsUnreachable(f"{self.peer}: cannot connect ({exc})") from exc
         if assoc.is_established:
+            self._observed("established")
             return Link(assoc, log)
         elapsed = time.monotonic() - started
-        raise self._failure(assoc, probe, elapsed)
+        failure = self._failure(assoc, probe, elapsed)
+        self._observed(_FAILURE_NAMES.get(type(failure), "aborted"))
+        raise failure
+
+    def _observed(self, outcome: str) -> None:
+        if self._on_association is not None:
+            self._on_association(outcome)
 
     def _failure(self, assoc: Association, probe: _Probe, elapsed: float) -> Exception:
         peer = self.peer

@@ -60,6 +60,8 @@ class PacsClient:
         Flush each retrieved file to stable storage before yielding it.
     tune:
         Socket options for every connection (default ``TCP_NODELAY``).
+    on_association:
+        Told the outcome of each association request (see :class:`~drimbox.pacs.connect.Connector`).
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class PacsClient:
         queue_size: int = 32,
         fsync: bool = True,
         tune: SocketTuner = tune_socket,
+        on_association: Callable[[str], None] | None = None,
     ) -> None:
         self.local = local
         self.remote = remote
@@ -79,7 +82,7 @@ class PacsClient:
         self.mediator = mediator
         self._queue_size = queue_size
         self._fsync = fsync
-        self._connector = Connector(local, remote, dimse, tune=tune)
+        self._connector = Connector(local, remote, dimse, tune=tune, on_association=on_association)
         self._exchange = Exchange(self._connector.peer, remote.timeout_s, local.aet)
         self._message_ids = mediator.message_ids if mediator is not None else MessageIds()
         self._pool = AssociationPool(lambda: self._connector.associate(query_contexts()), dimse.pool_size)

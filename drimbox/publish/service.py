@@ -8,6 +8,7 @@ endpoints and an organisation certificate configured), else the outbox only queu
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,9 @@ import structlog
 
 from drimbox.config import CodeSetting, NodeSettings, PublishSettings
 from drimbox.errors import ConfigError
+from drimbox.ops.request_id import request_id_hooks
 from drimbox.publish.crash import CrashPlan, CrashPoint
+from drimbox.publish.jobs import Job
 from drimbox.publish.outbox import Backoff, Outbox
 from drimbox.publish.pipeline import KosFactory, PacsSource, Publisher
 from drimbox.publish.submission import SubmissionPolicy
@@ -70,7 +73,8 @@ def http_client(settings: NodeSettings) -> httpx.Client:
         if settings.tls.cert_file is not None and settings.tls.key_file is not None:
             context.load_cert_chain(str(settings.tls.cert_file), str(settings.tls.key_file))
         verify = context
-    return httpx.Client(timeout=settings.publish.timeout_s, verify=verify)
+    # The request id of the request (or job) being handled goes along (node → registry).
+    return httpx.Client(timeout=settings.publish.timeout_s, verify=verify, event_hooks=request_id_hooks())
 
 
 def vihf_profile(settings: NodeSettings, organisation_id: str) -> VihfProfile:
@@ -93,9 +97,12 @@ class PublicationService:
         The site's PACS (for the hierarchical walk).
     kos_factory:
         The KOS builder; without one the worker does not run (reports are still queued).
+    on_done:
+        Called with each job that ran to its end (the node's publication latency metric).
     """
 
-    def __init__(self, settings: NodeSettings, pacs: PacsSource, kos_factory: KosFactory | None) -> None:
+    def __init__(self, settings: NodeSettings, pacs: PacsSource, kos_factory: KosFactory | None, *,
+                 on_done: Callable[[Job], None] | None = None) -> None:
         publish = settings.publish
         self.settings = settings
         self.crash = CrashPlan(CrashPoint(publish.crash_point) if publish.crash_point else None, publish.crash_after)
@@ -120,7 +127,7 @@ class PublicationService:
             refresh_after_s=publish.refresh_after_s, crash=self.crash,
         )
         self.worker = OutboxWorker(self.outbox, publisher, threads=publish.workers, lease_s=publish.lease_s,
-                                   poll_s=publish.poll_s)
+                                   poll_s=publish.poll_s, on_done=on_done)
 
     def _missing(self, kos_factory: KosFactory | None) -> str | None:
         if not self.settings.publish.enabled:

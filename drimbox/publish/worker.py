@@ -19,8 +19,9 @@ from typing import IO
 import structlog
 
 from drimbox.errors import DrimboxError
+from drimbox.ops.request_id import bound_request_id
 from drimbox.publish.errors import PublishError
-from drimbox.publish.jobs import JobState
+from drimbox.publish.jobs import Job, JobState
 from drimbox.publish.outbox import JobHandle, LeaseLost, Outbox
 
 __all__ = ["JobRunner", "OutboxLocked", "OutboxWorker"]
@@ -53,10 +54,13 @@ class OutboxWorker:
     """
 
     def __init__(
-        self, outbox: Outbox, run: JobRunner, *, threads: int = 2, lease_s: float = 300.0, poll_s: float = 1.0
+        self, outbox: Outbox, run: JobRunner, *, threads: int = 2, lease_s: float = 300.0, poll_s: float = 1.0,
+        on_done: Callable[[Job], None] | None = None,
     ) -> None:
         self.outbox = outbox
         self._run = run
+        self._on_done = on_done
+        """Called after a job ran to its end (metrics: publication latency)."""
         self._threads_wanted = threads
         self.lease_s = lease_s
         self.poll_s = poll_s
@@ -113,7 +117,9 @@ class OutboxWorker:
         """Run one claimed job and settle a failure (public for tests and ``drimbox publish --now``)."""
         job = handle.job
         try:
-            self._run(handle)
+            # Outside any request: the job's own id is the request id of its registry calls and logs.
+            with bound_request_id(f"job-{job.id}"):
+                self._run(handle)
         except LeaseLost:
             log.warning("outbox: lease lost, another worker has the job", job=job.id)
         except PublishError as exc:
@@ -121,6 +127,9 @@ class OutboxWorker:
         except Exception as exc:  # a bug or an unexpected library error: retried, bounded, then dead letter
             log.exception("outbox: job failed unexpectedly", job=job.id)
             self._settle(handle, f"{type(exc).__name__}: {exc}", permanent=False)
+        else:
+            if self._on_done is not None:
+                self._on_done(job)
 
     def _settle(self, handle: JobHandle, error: str, *, permanent: bool) -> None:
         try:

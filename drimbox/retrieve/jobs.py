@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 import structlog
+from pydantic import TypeAdapter, ValidationError
 
 from drimbox.errors import DrimboxError, SourceRefused
 from drimbox.retrieve.model import Actor, Exam, PatientTraits, RetrievalProgress, RetrievalReport, SeriesRef
@@ -123,12 +124,31 @@ class Deferral(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """What a restarted node needs to resume a job (never the user's token)."""
+
+    exam: Exam
+    traits: PatientTraits | None
+    subject: str
+    import_into_pacs: bool
+    granted: bool
+
+
+_PENDING = TypeAdapter(_Pending)
+_RECORD = ".job.json"
+"""Next to the retrieved instances (``<work_dir>/<kos_uid>/``): hidden, so exports and scans skip it."""
+
+
 class ImportJobs:
     """Retrieve-then-import jobs, run in the background and looked up by id.
 
     With a ``deferral``, a job asks the source for a KOS grant when it is queued (the user is there);
     a retrieval the source then refuses with 401 (the user's token expired during a long transfer) is
     resumed — the instances already received are kept — with the node's own credential under that grant.
+
+    A job is recorded on disk until it ends (``<work_dir>/<kos_uid>/.job.json``); after a stop or a crash,
+    :meth:`resume_interrupted` takes up the granted ones with the node's credential, and reports the others.
     """
 
     def __init__(self, *, retriever: ExamRetriever, importer: ExamImporter | None, work_dir: Path,
@@ -151,12 +171,54 @@ class ImportJobs:
         """Queue the retrieval (and import) of ``exam`` for ``actor``; return the job id at once."""
         job = ImportJob(uuid.uuid4().hex, exam, actor.subject, import_into_pacs, expected=exam.instance_count)
         job.granted = self._deferral is not None and self._deferral.prepare(exam, actor)
+        self._record(job, traits)
+        self._submit(job, traits, actor)
+        return job.id
+
+    def resume_interrupted(self) -> list[str]:
+        """Take up the jobs a previous run left unfinished; the ids of those resumed.
+
+        A granted job goes on with the node's own credential (the retrieval keeps what it had received);
+        one without a grant cannot (its user's token is gone): it is audited as interrupted and dropped.
+        """
+        resumed = []
+        for path in sorted(self._work_dir.glob(f"*/{_RECORD}")):
+            try:
+                pending = _PENDING.validate_json(path.read_bytes())
+            except (OSError, ValidationError) as exc:
+                log.error("unreadable job record", path=str(path), error=str(exc))
+                continue
+            exam = pending.exam
+            if not pending.granted or self._deferral is None:
+                path.unlink(missing_ok=True)
+                self._audit.record(AuditEvent(action="retrieve.interrupted", outcome="failure",
+                                              subject=pending.subject, study_uid=exam.study_uid,
+                                              kos_uid=exam.kos_uid, patient_ins=pending.traits.ins
+                                              if pending.traits else None,
+                                              detail="stopped before it ended; no KOS grant to resume it"))
+                continue
+            job = ImportJob(uuid.uuid4().hex, exam, pending.subject, pending.import_into_pacs,
+                            expected=exam.instance_count, granted=True)
+            job.problems.append("resumed after a restart with the node's credential")
+            self._submit(job, pending.traits, self._deferral.actor(on_behalf_of=pending.subject))
+            resumed.append(job.id)
+        return resumed
+
+    def _submit(self, job: ImportJob, traits: PatientTraits | None, actor: Actor) -> None:
         with self._lock:
             self._jobs[job.id] = job
             while len(self._jobs) > self._keep:
                 self._jobs.popitem(last=False)
         self._pool.submit(self._run, job, traits, actor)
-        return job.id
+
+    def _record(self, job: ImportJob, traits: PatientTraits | None) -> None:
+        """Write the job's record atomically (what :meth:`resume_interrupted` reads)."""
+        directory = self.directory_of(job.exam)
+        directory.mkdir(parents=True, exist_ok=True)
+        pending = _Pending(job.exam, traits, job.subject, job.import_into_pacs, job.granted)
+        temporary = directory / f"{_RECORD}.tmp"
+        temporary.write_bytes(_PENDING.dump_json(pending))
+        temporary.replace(directory / _RECORD)
 
     def get(self, job_id: str) -> ImportJob | None:
         with self._lock:
@@ -204,6 +266,7 @@ class ImportJobs:
             log.exception("import job failed", job=job.id)
             job.problems.append(f"unexpected {type(exc).__name__}: {exc}")
             self._set(job, "failed")
+        (self.directory_of(exam) / _RECORD).unlink(missing_ok=True)  # ended: nothing to resume
         self._audit.record(AuditEvent(
             action="import" if job.import_into_pacs else "retrieve",
             outcome="success" if job.state == "done" else "failure",

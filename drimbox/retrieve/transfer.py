@@ -20,9 +20,14 @@ How it behaves, and why:
   again when more than half of it is missing (one request beats many), else each missing instance
   at ``{RetrieveURL}/instances/{sop}``. Attempts per series are ``[retrieve] attempts`` with
   exponential backoff, and the whole retrieval has a time budget (``budget_s``).
+- **Caps and counts.** With a :class:`~drimbox.ops.peer_limits.OutboundLimiter`, requests to one
+  source host share its concurrency cap with every other retrieval of the node and reads are paced
+  to its bandwidth cap; with a :class:`RetrievalMeter` (the node's metrics) each instance kept is
+  counted with its bytes, so the counters move by exactly what :class:`RetrievalReport` says.
 - **Failures.** 400/401/403 from the source raise :class:`SourceRefused` (not retried: the same
   request would be refused again); connection errors, timeouts, truncated bodies and 5xx are
-  retried and, once attempts or budget are exhausted, raise :class:`SourceUnavailable`. A 404 is
+  retried (so are 429 and 503, a source's per-peer caps) and, once attempts or budget are
+  exhausted, raise :class:`SourceUnavailable`. A 404 is
   not retried either; its instances end up in ``missing``. Files already written stay on disk, so
   calling :meth:`retrieve` again resumes.
 """
@@ -30,16 +35,19 @@ How it behaves, and why:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import os
 import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
 
 import httpx
 import pydicom
@@ -50,10 +58,11 @@ from dicomweb_gateway.errors import MalformedMultipart
 from dicomweb_gateway.multipart import MultipartParser, PartData, PartEnd, PartStart
 from drimbox.config import NodeSettings
 from drimbox.errors import NetworkError, SourceRefused, SourceUnavailable
+from drimbox.ops.peer_limits import OutboundLimiter
 from drimbox.retrieve.model import Actor, Exam, RetrievalProgress, RetrievalReport, SeriesRef
 from drimbox.trust.peers import PeerPolicy, network_client
 
-__all__ = ["ACCEPT_DICOM", "StudyRetriever", "kos_headers"]
+__all__ = ["ACCEPT_DICOM", "RetrievalMeter", "StudyRetriever", "kos_headers"]
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +77,18 @@ _PART_SUFFIX = ".part"
 def kos_headers(exam: Exam, actor: Actor, accept: str = ACCEPT_DICOM) -> dict[str, str]:
     """Headers of every request to a source node's network face (DESIGN F7, §2b)."""
     return {"Accept": accept, "Authorization": f"Bearer {actor.token}", "KOS-SOPInstanceUID": exam.kos_uid}
+
+
+class RetrievalMeter(Protocol):
+    """What the retriever reports to the node's metrics (:class:`drimbox.metrics.NodeMetrics`)."""
+
+    def instance_retrieved(self, size: int) -> None:
+        """One instance of ``size`` bytes received, checked and kept."""
+        ...
+
+    def retrieval_finished(self, seconds: float, received_bytes: int) -> None:
+        """One call of :meth:`StudyRetriever.retrieve` ended."""
+        ...
 
 
 class _Transient(Exception):
@@ -107,11 +128,18 @@ class StudyRetriever:
         ``timeout_s × attempts × ⌈series / parallel_series⌉``.
     backoff_s
         First wait before a retry (doubled each time, at most 10 s).
+    meter
+        Counts instances and bytes received (the node's metrics).
+    limiter
+        Per-source concurrency and bandwidth caps (``[peer_limits]``), shared by the node's retrievals.
     """
 
     def __init__(self, settings: NodeSettings, policy: PeerPolicy, client: httpx.Client | None = None, *,
-                 budget_s: float | None = None, backoff_s: float = 0.5) -> None:
+                 budget_s: float | None = None, backoff_s: float = 0.5, meter: RetrievalMeter | None = None,
+                 limiter: OutboundLimiter | None = None) -> None:
         self.settings = settings
+        self.meter = meter
+        self.limiter = limiter
         self.policy = policy
         self._own_client = client is None
         self.client = client if client is not None else network_client(settings)
@@ -147,8 +175,9 @@ class StudyRetriever:
         directory.mkdir(parents=True, exist_ok=True)
         report = RetrievalReport(exam=exam, directory=directory)
         with ThreadPoolExecutor(max_workers=cfg.parallel_series, thread_name_prefix="retrieve") as pool:
-            futures = [pool.submit(self._series, exam, actor, s, directory, deadline, stop, progress)
-                       for s in exam.series]
+            # Each series in a copy of the caller's context: its logs and requests carry the request id.
+            futures = [pool.submit(contextvars.copy_context().run, self._series, exam, actor, s, directory,
+                                   deadline, stop, progress) for s in exam.series]
             outcomes = [f.result() for f in futures]
         report.seconds = time.monotonic() - started
         unexpected: set[str] = set()
@@ -165,6 +194,8 @@ class StudyRetriever:
         report.mismatched = tuple(sorted(mismatched))
         report.errors = tuple(errors)
         failures = [o.failure for o in outcomes if o.failure is not None]
+        if self.meter is not None:
+            self.meter.retrieval_finished(report.seconds, report.bytes)
         log.info("retrieval finished", kos=exam.kos_uid, received=len(report.received), missing=len(report.missing),
                  unexpected=len(unexpected), mismatched=len(mismatched), bytes=report.bytes,
                  seconds=round(report.seconds, 3), failures=len(failures))
@@ -249,30 +280,46 @@ class StudyRetriever:
         """One GET, its parts written as they arrive; raises _Transient/_Gone/SourceRefused."""
         remaining = max(1.0, deadline - time.monotonic())
         timeout = httpx.Timeout(min(self.settings.retrieve.timeout_s, remaining), connect=min(10.0, remaining))
+        host = urlsplit(url).hostname or ""
         try:
-            with self.client.stream("GET", url, headers=kos_headers(exam, actor), timeout=timeout) as response:
+            with self._slot(host), \
+                    self.client.stream("GET", url, headers=kos_headers(exam, actor), timeout=timeout) as response:
                 if response.status_code in _REFUSED:
                     response.read()
                     raise SourceRefused(f"{url}: the source refused the request ({response.status_code}): "
                                         f"{response.text[:300]}", status=response.status_code)
                 if response.status_code == 404:
                     raise _Gone(f"{url}: not found on the source (404)")
-                if response.status_code >= 500:
+                if response.status_code >= 500 or response.status_code == 429:
+                    # 429/503: the source's per-peer caps ([peer_limits]); retried after the backoff.
                     raise _Transient(f"{url}: source answered {response.status_code}")
                 if response.status_code != 200:
                     response.read()
                     raise SourceRefused(f"{url}: unexpected status {response.status_code}",
                                         status=response.status_code)
-                _Writer(exam.study_uid, series, target, outcome, progress).consume(response)
+                _Writer(exam.study_uid, series, target, outcome, progress, meter=self.meter,
+                        pace=self._pacer(host)).consume(response)
         except (httpx.TransportError, MalformedMultipart) as exc:
             raise _Transient(f"{url}: {type(exc).__name__}: {exc}") from exc
+
+    def _slot(self, host: str) -> contextlib.AbstractContextManager[None]:
+        return self.limiter.slot(host) if self.limiter is not None else contextlib.nullcontext()
+
+    def _pacer(self, host: str) -> Callable[[int], None] | None:
+        limiter = self.limiter
+        if limiter is None or not limiter.max_bytes_per_s:
+            return None
+        return lambda amount: limiter.pace(host, amount)
 
 
 class _Writer:
     """Writes the parts of one response into a series directory, checking each against the KOS."""
 
     def __init__(self, study_uid: str, series: SeriesRef, target: Path, outcome: _SeriesOutcome,
-                 progress: RetrievalProgress | None) -> None:
+                 progress: RetrievalProgress | None, *, meter: RetrievalMeter | None = None,
+                 pace: Callable[[int], None] | None = None) -> None:
+        self.meter = meter
+        self.pace = pace
         self.study_uid = study_uid
         self.series = series
         self.target = target
@@ -284,7 +331,7 @@ class _Writer:
     def consume(self, response: httpx.Response) -> None:
         content_type = response.headers.get("content-type", "")
         if content_type.lower().startswith("application/dicom"):
-            self._single(response.iter_bytes())
+            self._single(self._chunks(response))
             return
         match = _BOUNDARY.search(content_type)
         if not content_type.lower().startswith("multipart/related") or match is None:
@@ -293,7 +340,7 @@ class _Writer:
         current: _PartFile | None = None
         try:
             # Unbuffered: bytes that arrived before a cut are kept (a parsed part survives the failure).
-            for chunk in response.iter_bytes():
+            for chunk in self._chunks(response):
                 for event in parser.feed(chunk):
                     if isinstance(event, PartStart):
                         current = _PartFile(self.target)
@@ -310,6 +357,12 @@ class _Writer:
                 current.discard()
             if self.wrote:
                 _fsync_dir(self.target)
+
+    def _chunks(self, response: httpx.Response) -> Iterator[bytes]:
+        for chunk in response.iter_bytes():
+            if self.pace is not None:
+                self.pace(len(chunk))
+            yield chunk
 
     def _single(self, chunks: Iterator[bytes]) -> None:
         part = _PartFile(self.target)
@@ -356,6 +409,8 @@ class _Writer:
         self.wrote = True
         self.outcome.received[sop] = final
         self.outcome.bytes += part.size
+        if self.meter is not None:
+            self.meter.instance_retrieved(part.size)
         if self.progress is not None:
             self.progress.instance_received(self.series, sop, part.size)
 

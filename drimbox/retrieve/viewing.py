@@ -334,8 +334,10 @@ def _check(response: httpx.Response, url: str, retry_after_s: int) -> None:
         return
     if status == 404:
         raise NotFound(f"{url}: not found on the source node")
-    if status >= 500:
-        raise BackendUnavailable(f"{url}: source node answered {status}", retry_after_s)
+    if status >= 500 or status == 429:  # 429/503: the source's per-peer caps, passed on as "try again"
+        given = response.headers.get("retry-after", "")
+        raise BackendUnavailable(f"{url}: source node answered {status}",
+                                 int(given) if given.isdigit() else retry_after_s)
     raise BackendError(f"{url}: source node refused ({status}): {response.text[:200]}")
 
 

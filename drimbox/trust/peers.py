@@ -17,6 +17,7 @@ from fastapi import Request
 
 from drimbox.config import NodeSettings
 from drimbox.errors import ConfigError, Forbidden, UntrustedPeer
+from drimbox.ops.request_id import request_id_hooks
 from drimbox.trust.audit import AuditEvent, AuditTrail
 
 __all__ = [
@@ -71,8 +72,9 @@ def network_client(settings: NodeSettings, *, timeout_s: float | None = None,
     if transport is None and settings.peers.source_address:
         # Peers know this node by the address it connects from (the trust list's db host).
         transport = httpx.HTTPTransport(verify=context, local_address=settings.peers.source_address)
+    # The request id of the request being handled goes along (node → node).
     return httpx.Client(verify=context, timeout=httpx.Timeout(timeout, connect=10.0),
-                        follow_redirects=False, transport=transport)
+                        follow_redirects=False, transport=transport, event_hooks=request_id_hooks())
 
 
 class InboundPolicy(Protocol):

@@ -252,11 +252,16 @@ class ScopedAuditStore:
         The node's store (the caching PACS bridge).
     audit
         Where ``wado.*-served`` events go (``<data_dir>/audit.sqlite``).
+    on_served
+        Called with the kind (``instance``, ``metadata``, …) and the file size of each instance
+        recorded as served (the node's metrics count exactly what the audit records).
     """
 
-    def __init__(self, inner: DicomStore, audit: AuditTrail) -> None:
+    def __init__(self, inner: DicomStore, audit: AuditTrail,
+                 on_served: Callable[[str, int], None] | None = None) -> None:
         self.inner = inner
         self.audit = audit
+        self.on_served = on_served
 
     def search(self, query: SearchQuery) -> Iterator[Dataset]:
         """No search on the network face (no QIDO, DESIGN §2b)."""
@@ -304,3 +309,5 @@ class ScopedAuditStore:
             patient_ins=admitted.scope.patient_id, study_uid=instance.study_uid, series_uid=instance.series_uid,
             sop_instance_uids=(instance.sop_instance_uid,), source=admitted.source,
         ))
+        if outcome == "success" and self.on_served is not None:
+            self.on_served(admitted.kind, instance.size)

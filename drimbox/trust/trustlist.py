@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -151,6 +152,8 @@ class TrustList:
     """RFC 4514 subject of the certificate that signed the list."""
     signing_time: datetime | None
     """``xades:SigningTime`` (as claimed by the signer)."""
+    signer_not_after: datetime | None = None
+    """End of validity of the signing certificate (monitored: ``drimbox.ops.certificates``)."""
 
     @property
     def db_hosts(self) -> frozenset[str]:
@@ -480,7 +483,7 @@ def verify_trust_list(
         required=False,
     )
     return TrustList(generated_at=generated, entries=entries, signer_subject=signer.subject.rfc4514_string(),
-                     signing_time=signing_time)
+                     signing_time=signing_time, signer_not_after=signer.not_valid_after_utc)
 
 
 def load_certificates(paths: Iterable[Path]) -> list[x509.Certificate]:
@@ -667,6 +670,10 @@ class TrustListRefresher:
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self.fetches = 0
+        self.started_at: float | None = None
+        """When :meth:`start` ran (seconds since the epoch): freshness is measured from here until a fetch succeeds."""
+        self.last_success: float | None = None
+        """When a fetched list last verified (seconds since the epoch)."""
 
     @classmethod
     def from_settings(cls, policy: TrustListPolicy, settings: TrustListSettings,
@@ -706,6 +713,7 @@ class TrustListRefresher:
             self.last_error = exc.reason
             return None
         self.last_error = None
+        self.last_success = time.time()
         if self.save_to is not None:
             self._save(bytes(body))
         return result
@@ -728,6 +736,7 @@ class TrustListRefresher:
         """Start the background thread (fetches at once, then on schedule)."""
         if self._thread is not None:
             return
+        self.started_at = time.time()
         self._thread = threading.Thread(target=self._run, name="trust-list-refresher", daemon=True)
         self._thread.start()
 

@@ -9,7 +9,7 @@ The study list is off: on a node the way into the viewer is a study page, a cont
 link, always for one patient — a list of every study of the PACS is not something to show. The
 onboarding tour is off (it covers the viewport and means nothing to a radiologist opening an exam).
 OHIF's mammography hanging protocol gets one rule fixed (see ``_HP_MAMMO_FIX``) so that a standard
-R MLO is hung.
+R MLO is hung, and a sibling, ``@drimbox/hpMammoPrior`` (screening second reads: current over prior).
 """
 
 from __future__ import annotations
@@ -102,6 +102,33 @@ _HP_MAMMO_FIX = """\
       for (var i = rules.length - 1; i >= 0; i--) { if (isBadRule(rules[i])) { rules.splice(i, 1); } }
     });
   }
+  // Screening second reads (drimbox.screening): @drimbox/hpMammoPrior hangs the four views of the current
+  // exam (first study of the URL) above the same four views of the prior (second study), with hpMammo's own
+  // view selectors and display areas (right views against the right edge, left views against the left).
+  var PRIOR_ID = '@drimbox/hpMammoPrior';
+  var VIEWS = ['RCC', 'LCC', 'RMLO', 'LMLO'];
+  function area(view) {
+    var right = view.charAt(0) === 'R';
+    return { storeAsInitialCamera: true, imageArea: [0.8, 0.8],
+             imageCanvasPoint: { imagePoint: [right ? 1 : 0, 0.5], canvasPoint: [right ? 1 : 0, 0.5] } };
+  }
+  function viewport(view, suffix) {
+    return { viewportOptions: { toolGroupId: 'default', allowUnmatchedView: true, displayArea: area(view) },
+             displaySets: [{ id: view + suffix }] };
+  }
+  function priorProtocol(mammo) {
+    var viewports = VIEWS.map(function (v) { return viewport(v, ''); })
+      .concat(VIEWS.map(function (v) { return viewport(v, 'Prior'); }));
+    return {
+      id: PRIOR_ID, name: 'Mammography, current over prior (drimbox)', toolGroupIds: ['default'],
+      protocolMatchingRules: [{ id: 'Mammography', weight: 150, attribute: 'ModalitiesInStudy',
+                                constraint: { contains: 'MG' }, required: true }],
+      displaySetSelectors: mammo.displaySetSelectors, numberOfPriorsReferenced: 1,
+      stages: [{ name: 'current over prior',
+                 viewportStructure: { type: 'grid', layoutType: 'grid', properties: { rows: 2, columns: 4 } },
+                 viewports: viewports }],
+    };
+  }
   function patch(hps) {
     if (!hps || hps.__drimboxMammoFix) { return; }
     hps.__drimboxMammoFix = true;
@@ -109,10 +136,18 @@ _HP_MAMMO_FIX = """\
     hps.addProtocol = function (id, protocol) {
       if (id === ID && typeof protocol !== 'function') { fix(protocol); }
       var result = add.apply(this, arguments);
-      if (id === ID && this.protocols) { fix(this.protocols.get(ID)); }
+      if (id === ID && this.protocols) {
+        var mammo = this.protocols.get(ID);
+        fix(mammo);
+        if (mammo && mammo.displaySetSelectors) { add.call(this, PRIOR_ID, priorProtocol(mammo)); }
+      }
       return result;
     };
-    if (hps.protocols) { fix(hps.protocols.get(ID)); }
+    if (hps.protocols) {
+      var known = hps.protocols.get(ID);
+      fix(known);
+      if (known && known.displaySetSelectors) { add.call(hps, PRIOR_ID, priorProtocol(known)); }
+    }
   }
   var services;
   try {

@@ -7,12 +7,23 @@ some instances, as a source does once a long transfer has outlived the token.
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 from drimbox.errors import SourceRefused
 from drimbox.retrieve.jobs import ImportJob, ImportJobs
-from drimbox.retrieve.model import Actor, Exam, InstanceRef, RetrievalProgress, RetrievalReport, SeriesRef
+from drimbox.retrieve.model import (
+    Actor,
+    Exam,
+    InstanceRef,
+    PatientTraits,
+    RetrievalProgress,
+    RetrievalReport,
+    SeriesRef,
+)
 from drimbox.trust.audit import AuditStore
 
 USER = Actor(subject="rpps:10101010101", rpps="10101010101", role="radiologist", display_name=None, token="user")
@@ -94,3 +105,58 @@ def test_without_a_grant_the_refusal_stands(tmp_path: Path) -> None:
     assert job.state == "failed" and source.calls == ["user"]
     assert any("token expired" in p for p in job.problems)
     assert list(audit.events(action="retrieve.resumed")) == []
+
+
+class Blocked:
+    """A source that never answers in time: the node stops (or dies) while the job is queued behind it."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def retrieve(self, exam: Exam, actor: Actor, directory: Path, *,
+                 progress: RetrievalProgress | None = None) -> RetrievalReport:
+        self.release.wait(10)
+        raise SourceRefused("stopped", status=503)
+
+
+TRAITS = PatientTraits(ins="283052A123456", ins_oid="1.2.250.1.213.1.4.10", birth_name="DUPONT",
+                       first_given_name="MARIE", birth_date=date(1962, 3, 4), sex="F", birth_place="75056")
+
+
+def test_a_granted_job_left_by_a_stop_is_resumed_with_the_node_credential(tmp_path: Path) -> None:
+    audit, work = AuditStore(tmp_path / "audit.sqlite"), tmp_path / "work"
+    blocked = Blocked()
+    # One worker busy elsewhere: the import stays queued when the node stops (cancelled, its record kept).
+    first = ImportJobs(retriever=blocked, importer=None, work_dir=work, audit=audit, workers=1,
+                       deferral=Grants(granted=True))
+    first.start_import(replace(EXAM, kos_uid="1.2.3.8"), None, USER, import_into_pacs=False)
+    first.start_import(EXAM, TRAITS, USER, import_into_pacs=False)
+    record = work / EXAM.kos_uid / ".job.json"
+    assert record.is_file() and b"user" not in record.read_bytes().replace(b"rpps:", b"")  # never the token
+    stopping = threading.Thread(target=first.close)  # cancels the queued job at once, then waits
+    stopping.start()
+    time.sleep(0.3)
+    blocked.release.set()
+    stopping.join(10)
+    assert record.is_file()
+    source = ExpiringSource()
+    again = ImportJobs(retriever=source, importer=None, work_dir=work, audit=audit, deferral=Grants(granted=True))
+    [job_id] = again.resume_interrupted()
+    job = _finished(again, job_id)
+    again.close()
+    assert job.state == "done" and job.exam == EXAM and source.calls == ["node"]
+    assert not record.exists()
+    assert again.resume_interrupted() == []
+
+
+def test_an_ungranted_job_left_by_a_stop_is_reported_not_resumed(tmp_path: Path) -> None:
+    audit, work = AuditStore(tmp_path / "audit.sqlite"), tmp_path / "work"
+    (work / EXAM.kos_uid).mkdir(parents=True)
+    jobs = ImportJobs(retriever=ExpiringSource(), importer=None, work_dir=work, audit=audit,
+                      deferral=Grants(granted=False))
+    jobs._record(ImportJob("x", EXAM, USER.subject, True), TRAITS)  # as start_import leaves it
+    assert jobs.resume_interrupted() == []
+    jobs.close()
+    [event] = audit.events(action="retrieve.interrupted")
+    assert (event.kos_uid, event.patient_ins, event.subject) == (EXAM.kos_uid, TRAITS.ins, USER.subject)
+    assert not (work / EXAM.kos_uid / ".job.json").exists()

@@ -80,6 +80,8 @@ def node(
         auth={"issuer": ISSUER, "public_key_file": str(issuer[1])},
         storage={"data_dir": str(tmp / "data")},
         dicomweb={"backend": "orthanc"},
+        # The fuzzer is the peer node (TestClient's client address): its tokens are bound to it.
+        peers={"clients": {"testclient": ["fuzzer"]}},
     )
     built = Node(settings_)
     yield built
@@ -90,7 +92,7 @@ def node(
 def token(issuer: tuple[ec.EllipticCurvePrivateKey, Path]) -> str:
     """A practitioner's token the node accepts."""
     return mint_token(issuer[0], issuer=ISSUER, audience="drimbox", subject="rpps:10101010101",
-                      rpps="10101010101", role="radiologue", ttl_s=3600)
+                      rpps="10101010101", role="radiologue", ttl_s=3600, client_id="fuzzer")
 
 
 def _schema(app: FastAPI) -> Any:
