@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from drimbox.cli import audit, fetch, node, pacs, prefetch, publish, xdm
+from drimbox.cli import audit, certify, fetch, node, pacs, prefetch, publish, xdm
 from drimbox.cli.common import err_console
 from drimbox.cli.demo import demo
 from drimbox.cli.pki import pki_app
@@ -29,6 +29,7 @@ fetch.register(app)
 publish.register(app)
 xdm.register(app)
 audit.register(app)
+certify.register(app)
 app.add_typer(pacs.pacs_app, name="pacs")
 app.add_typer(registry_app, name="registry")
 app.add_typer(screening_app, name="screening")

@@ -208,10 +208,11 @@ class DemoNetwork:
         }
         _write_secret(self.workdir / "idp.json", json.dumps(idp, indent=2) + "\n")
 
-    def _spawn(self, name: str, argv: list[str]) -> ChildProcess:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ChildProcess:
         logs = self.workdir / "logs"
         logs.mkdir(exist_ok=True)
-        child = ChildProcess(argv, log_path=logs / f"{name}.log", cwd=self.workdir, env={"PYTHONUNBUFFERED": "1"})
+        child = ChildProcess(argv, log_path=logs / f"{name}.log", cwd=self.workdir,
+                             env={"PYTHONUNBUFFERED": "1", **(env or {})})
         self._children.append(child)
         return child
 
@@ -437,14 +438,15 @@ class DemoNetwork:
         child.wait()
         self._children.remove(child)
 
-    def restart_node(self, site: str) -> None:
+    def restart_node(self, site: str, *, env: dict[str, str] | None = None) -> None:
         """Start the node of ``site`` again with the same settings, and wait until it answers.
 
         Call it from a thread that outlives the node (e.g. the main thread): children die with the
         thread that started them (PR_SET_PDEATHSIG), so a short-lived helper thread would take the node with it.
+        ``env`` adds ``DRIMBOX_*`` overrides for this run of the node (e.g. another trust-list URL).
         """
         plan = next(s for s in self.sites if s.name == site)
-        self._spawn(f"{site}-node", [*_drimbox_command(), "serve", "--config", str(self.node_config(site))])
+        self._spawn(f"{site}-node", [*_drimbox_command(), "serve", "--config", str(self.node_config(site))], env=env)
         self._wait_ready([f"{plan.base_url}/healthz"])
 
     # -- stop -------------------------------------------------------------------------------------

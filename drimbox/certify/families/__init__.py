@@ -1,0 +1,1 @@
+"""The scenario families of the certification kit, one module each."""
