@@ -20,10 +20,7 @@ Every grant issued, used (the ``wado.*-served`` events carry its id) and revoked
 from __future__ import annotations
 
 import secrets
-import sqlite3
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +31,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from drimbox.errors import Forbidden, InvalidRequest
+from drimbox.sqlite_file import SqliteFile
 from drimbox.trust.audit import AuditEvent, AuditTrail
 from drimbox.trust.deps import Authenticated
 from drimbox.trust.principal import Principal
@@ -93,16 +91,11 @@ class KosGrants:
     """
 
     def __init__(self, path: Path, audit: AuditTrail, *, clock: Callable[[], datetime] = _utcnow) -> None:
-        self.path = Path(path)
         self.audit = audit
         self._clock = clock
-        self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(_SCHEMA)
+        self._file = SqliteFile(path, _SCHEMA)
+        self._tx = self._file.tx
+        self.path = self._file.path
 
     @classmethod
     def at(cls, data_dir: Path, audit: AuditTrail) -> KosGrants:
@@ -110,19 +103,7 @@ class KosGrants:
         return cls(Path(data_dir) / "grants.sqlite", audit)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        self._file.close()
 
     def grant(self, kos_uid: str, node: str, *, ttl_s: float, purpose: str, by: Principal | None,
               patient_ins: str | None = None) -> Grant:
@@ -145,8 +126,8 @@ class KosGrants:
     def find(self, kos_uid: str, node: str) -> Grant | None:
         """A grant in force now for (``kos_uid``, ``node``), the one expiring last; ``None`` if there is none."""
         now = self._clock()
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM grants WHERE kos_uid = ? AND node = ? AND revoked_at IS NULL",
+        with self._file.lock:
+            rows = self._file.db.execute("SELECT * FROM grants WHERE kos_uid = ? AND node = ? AND revoked_at IS NULL",
                                     (kos_uid, node.lower())).fetchall()
         valid = [g for g in map(_grant, rows) if g.valid_at(now)]
         return max(valid, key=lambda g: g.expires_at) if valid else None

@@ -20,16 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fastapi import Request
 
+from drimbox.sqlite_file import SqliteFile
 from drimbox.trust.principal import Principal
 
 __all__ = [
@@ -118,15 +116,11 @@ class SessionStore:
         max_ttl_s: float = 8 * 3600.0,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
-        self.path = Path(path)
         self.max_ttl_s = max_ttl_s
         self._clock = clock
-        self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.executescript(_SCHEMA)
+        self._file = SqliteFile(path, _SCHEMA)
+        self.path = self._file.path
+        self._lock, self._db, self._tx = self._file.lock, self._file.db, self._file.tx
 
     @classmethod
     def at(cls, data_dir: Path, *, max_ttl_s: float = 8 * 3600.0) -> SessionStore:
@@ -134,19 +128,7 @@ class SessionStore:
         return cls(Path(data_dir) / "sessions.sqlite", max_ttl_s=max_ttl_s)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        self._file.close()
 
     def now(self) -> datetime:
         return self._clock()
