@@ -65,7 +65,9 @@ def kpi_dir(settings: NodeSettings) -> Path:
 def _metrics_router(metrics: NodeMetrics) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get("/metrics", response_class=Response)
+    @router.get("/metrics", response_class=Response, responses={200: {
+        "description": "Prometheus text exposition format",
+        "content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}}}})
     def prometheus_metrics(principal: Authenticated) -> Response:
         """Prometheus metrics of this node (text exposition format); see :mod:`drimbox.metrics`."""
         return Response(metrics.exposition(), media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})

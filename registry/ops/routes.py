@@ -29,7 +29,9 @@ def operations_router() -> APIRouter:
         body = {"status": "ready" if readiness.ready else "not ready", "checks": readiness.checks}
         return JSONResponse(body, status_code=200 if readiness.ready else 503)
 
-    @router.get("/metrics")
+    @router.get("/metrics", response_class=Response, responses={200: {
+        "description": "Prometheus text exposition format",
+        "content": {CONTENT_TYPE.split(";")[0]: {"schema": {"type": "string"}}}}})
     def metrics(ctx: ContextDep) -> Response:
         """Prometheus text exposition of :class:`~registry.ops.metrics.RegistryMetrics`."""
         return Response(ctx.metrics.render(), media_type=CONTENT_TYPE)

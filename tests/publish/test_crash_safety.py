@@ -81,10 +81,10 @@ def test_crash_between_send_and_done_on_an_update(net: CrashNet, tmp_path: Path,
 KILLS = 12
 
 
-def _publish_under_fire(net: CrashNet, exams: list[Exam], *, seed: int, budget_s: float) -> int:
+def _publish_under_fire(net: CrashNet, exams: list[Exam], *, seed: int, budget_s: float, kills: int = KILLS) -> int:
     """Send every report (new, then an update for one in five) while the node is SIGKILLed at random.
 
-    The kills are placed by progress, not by the clock: at ``KILLS`` random counts of finished jobs,
+    The kills are placed by progress, not by the clock: at ``kills`` random counts of finished jobs,
     each after a random delay, so they land while work is in flight however fast the machine is.
     The RIS sends from a thread; the kills and restarts happen in this (main) thread, because the
     node dies with the thread that spawned it (PR_SET_PDEATHSIG).
@@ -105,14 +105,14 @@ def _publish_under_fire(net: CrashNet, exams: list[Exam], *, seed: int, budget_s
     sender = threading.Thread(target=send_all, daemon=True)
     sender.start()
     deadline = time.monotonic() + budget_s
-    kills = 0
-    for target in sorted(rng.sample(range(1, len(messages) - 1), KILLS)):
+    done_kills = 0
+    for target in sorted(rng.sample(range(1, len(messages) - 1), kills)):
         while _done(net) < target:
             assert time.monotonic() < deadline, "publication under fire did not finish in time"
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 0.3))  # anywhere in the life of the jobs running then
         net.kill_node()
-        kills += 1
+        done_kills += 1
         net.start_node()
     sender.join(timeout=max(1.0, deadline - time.monotonic()))
     assert not sender.is_alive() and not failure, failure
@@ -121,7 +121,7 @@ def _publish_under_fire(net: CrashNet, exams: list[Exam], *, seed: int, budget_s
     recovered = [job for job in range(1, len(messages) + 1)
                  if "recovered: in flight when the node stopped" in net.steps(job)]
     assert recovered, "no kill caught a job in flight: the test exercised nothing"
-    return kills
+    return done_kills
 
 
 def _done(net: CrashNet) -> int:
@@ -132,9 +132,20 @@ def _done(net: CrashNet) -> int:
         outbox.close()
 
 
+def test_random_sigkills_while_publishing_80_reports(net: CrashNet, tmp_path: Path,
+                                                     record_property: pytest.RecordProperty) -> None:
+    """80 reports and 16 updates, the node SIGKILLed 6 times mid-flight (default suite; the 200-report
+    run below is the slow one)."""
+    exams = make_exams(tmp_path / "exams", net.orthanc, 80)
+    kills = _publish_under_fire(net, exams, seed=80, budget_s=300, kills=6)
+    record_property("sigkills", kills)
+    assert_one_kos_per_exam(net, exams)
+
+
+@pytest.mark.slow
 def test_random_sigkills_while_publishing_200_reports(net: CrashNet, tmp_path: Path,
                                                       record_property: pytest.RecordProperty) -> None:
-    """200 reports and 40 updates, the node SIGKILLed 12 times mid-flight (about 75 s on two cores: default suite)."""
+    """200 reports and 40 updates, the node SIGKILLed 12 times mid-flight (about 75 s on an idle machine)."""
     exams = make_exams(tmp_path / "exams", net.orthanc, 200)
     kills = _publish_under_fire(net, exams, seed=200, budget_s=480)
     record_property("sigkills", kills)

@@ -49,7 +49,7 @@ from registry import RegistrySettings, create_app  # noqa: E402
 ISSUER = "urn:test:schemathesis"
 NODE_HOST = "127.0.0.1"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-BOUNDED = settings(max_examples=25, deadline=None, phases=[Phase.explicit, Phase.generate],
+BOUNDED = settings(max_examples=15, deadline=None, phases=[Phase.explicit, Phase.generate],
                    suppress_health_check=list(HealthCheck))
 
 
