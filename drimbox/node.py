@@ -238,10 +238,10 @@ class Node:
                                               extra_routers=network_routers, peer_check=peer_check,
                                               public_routers=(self.ops.readiness_router,))
         # DESIGN §2b: a token is accepted on the network face only from the node its client belongs to.
-        self.network_app.state.principal_binding = NetworkBinding(
-            settings.peers.clients, required=settings.auth.node_bound_tokens,
-            peer_names=self.peer_policy.names_for_host if isinstance(self.peer_policy, TrustListPolicy)
-            else lambda host: (host,))
+        binding = NetworkBinding(settings.peers.clients, required=settings.auth.node_bound_tokens)
+        if isinstance(self.peer_policy, TrustListPolicy):  # a listed node also goes by its Identifiant
+            binding.peer_names = self.peer_policy.names_for_host
+        self.network_app.state.principal_binding = binding
         for app in (self.site_app, self.network_app):
             app.state.audit = self.audit  # refused authentications are audited (auth.refused)
         self.ops.instrument(self.site_app, "site")
